@@ -1,0 +1,60 @@
+"""Blueprints and their immutable, content-addressed versions."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from aicdn_project.models import TimeStampedModel
+
+
+class Blueprint(TimeStampedModel):
+    """A named line of blueprint versions owned by one user; `head` is the current version."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="blueprints")
+    name = models.CharField(max_length=63)
+    description = models.TextField(blank=True, default="")
+    head = models.ForeignKey("BlueprintVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="blueprint_unique_name_per_owner")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ImmutableRowError(RuntimeError):
+    """Raised when code tries to change or delete a row that is append-only by design."""
+
+
+class BlueprintVersion(models.Model):
+    """One immutable version: its identity is the sha256 of its canonical JSON; the commit id is its first 12 hex."""
+
+    blueprint = models.ForeignKey(Blueprint, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    commit_id = models.CharField(max_length=12, db_index=True)
+    source_text = models.TextField()
+    canonical_json = models.TextField()
+    document = models.JSONField()
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    message = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["blueprint_id", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["blueprint", "sha256"], name="version_unique_content_per_blueprint"),
+            models.UniqueConstraint(fields=["blueprint", "number"], name="version_unique_number_per_blueprint"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.blueprint.name}@{self.commit_id}"
+
+    # Integrity guard, not a domain rule: a version is content-addressed, so it can never change or vanish alone.
+    def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        if self.pk is not None and not self._state.adding:
+            raise ImmutableRowError("blueprint versions are immutable")
+        super().save(*args, **kwargs)
