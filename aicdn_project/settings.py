@@ -76,6 +76,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "aicdn_project.ratelimit.RateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -178,6 +179,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing root even when serving from finders
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -187,8 +189,9 @@ WHITENOISE_USE_FINDERS = True  # serve straight from the apps in embedded mode, 
 # --- DRF -----------------------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        # Token first: its WWW-Authenticate header makes an anonymous request a 401, not a 403.
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -234,3 +237,62 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# --- Operations: rate limits, metrics ---------------------------------------------------------------------------
+import ipaddress  # noqa: E402  (this block is appended to the settings; its imports stay with it)
+import os  # noqa: E402
+
+# Rate limits (aicdn_project.ratelimit): the request path picks a group (longest prefix in RATELIMIT_RULES), the
+# group a rate ("N/s|m|h|d"; empty = unlimited). Counters live in the Django cache (Redis), shared by all processes.
+RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_FAIL_OPEN = env.bool("RATELIMIT_FAIL_OPEN", default=True)  # Redis down: serve (True) or 503 (False)
+RATELIMIT_DEFAULT_RATE = env.str("RATELIMIT_DEFAULT_RATE", default="60/m")  # the seed's global default per client
+RATELIMIT_RULES = [
+    ("/api/", "api"),
+    ("/api-auth/login/", "auth"),
+    ("/api/v1/auth/", "auth"),
+    ("/api/v1/conversation/chat", "chat"),
+    ("/api/v1/blueprints/generate", "generation"),
+    ("/api/v1/tools/", "tools"),
+    ("/api/v1/monitoring/", "monitoring"),
+    ("/api/v1/monitoring/health", "health"),
+    ("/api/v1/monitoring/health/detailed", "monitoring"),
+]
+RATELIMIT_RATES = {
+    "api": RATELIMIT_DEFAULT_RATE,
+    "auth": "10/m",  # password and token guessing
+    "chat": "10/m",  # each message runs the model
+    "generation": "5/m",
+    "tools": "20/m",
+    "monitoring": "30/m",
+    "health": "600/m",  # liveness probes: generous, never the reason a container is restarted
+} | env.dict("RATELIMIT_RATES", default={})  # e.g. RATELIMIT_RATES="chat=20/m,api=120/m"
+# Reverse proxies whose X-Forwarded-For is believed (addresses or CIDR networks); empty = use REMOTE_ADDR only.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+
+# Metrics (aicdn_project.metrics): prometheus_client multiprocess mode, so Celery workers' samples reach /metrics.
+# The variable must be in the environment before prometheus_client is imported, which happens after settings load.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", PROMETHEUS_MULTIPROC_DIR)
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# /metrics: the peer must be in METRICS_ALLOWED_NETWORKS and, when METRICS_TOKEN is set, send "Bearer <token>".
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+for _net in [*METRICS_ALLOWED_NETWORKS, *TRUSTED_PROXIES]:
+    try:
+        ipaddress.ip_network(_net.strip(), strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"not an IP address or network: {_net!r} ({_exc})") from None
+if not METRICS_TOKEN and any(
+    ipaddress.ip_network(n.strip(), strict=False).prefixlen == 0 for n in METRICS_ALLOWED_NETWORKS
+):
+    raise ImproperlyConfigured("METRICS_ALLOWED_NETWORKS opens /metrics to every address: set METRICS_TOKEN too.")
+# The Celery worker's own exporter (main process, all its pool processes' samples); 0 = off (embedded mode shares
+# var/prometheus with the web process instead).
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
+WORKER_METRICS_ADDR = env.str("WORKER_METRICS_ADDR", default="127.0.0.1")
+AUDIT_METRICS_CACHE_SECONDS = env.int("AUDIT_METRICS_CACHE_SECONDS", default=60)
+HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=2.0)  # seconds per dependency in health/detailed
+# The worker imports the metrics module at start so its Celery signal handlers (task metrics, exporter) connect.
+CELERY_IMPORTS = [*globals().get("CELERY_IMPORTS", []), "aicdn_project.metrics"]
