@@ -3,6 +3,8 @@
 set -euo pipefail
 # Each entry: "<command or file that proves it is installed>:<Debian package>".
 PREREQS=(
+  "dockerd:docker.io"
+  "/bin/busybox:busybox-static"
 )
 missing=()
 for entry in "${PREREQS[@]}"; do

@@ -5,30 +5,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('blueprints', '0001_initial'),
+        ("blueprints", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Environment',
+            name="Environment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.SlugField(max_length=63, unique=True)),
-                ('description', models.TextField(blank=True, default='')),
-                ('kind', models.CharField(choices=[('development', 'Development'), ('test', 'Test'), ('staging', 'Staging'), ('production', 'Production')], default='development', max_length=16)),
-                ('engine', models.CharField(default='simulator', max_length=32)),
-                ('config', models.JSONField(blank=True, default=dict)),
-                ('secret_refs', models.JSONField(blank=True, default=dict)),
-                ('deployed_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='blueprints.blueprintversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("name", models.SlugField(max_length=63, unique=True)),
+                ("description", models.TextField(blank=True, default="")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("development", "Development"),
+                            ("test", "Test"),
+                            ("staging", "Staging"),
+                            ("production", "Production"),
+                        ],
+                        default="development",
+                        max_length=16,
+                    ),
+                ),
+                ("engine", models.CharField(default="simulator", max_length=32)),
+                ("config", models.JSONField(blank=True, default=dict)),
+                ("secret_refs", models.JSONField(blank=True, default=dict)),
+                (
+                    "deployed_version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="blueprints.blueprintversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
     ]
