@@ -219,6 +219,10 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# --- Analysis ------------------------------------------------------------------------------------------------------
+# A price book YAML overriding the shipped blueprints/analysis/pricebook.yaml (an active admin PriceBook wins over both).
+AICDN_PRICE_BOOK_PATH = env.str("AICDN_PRICE_BOOK_PATH", default="")
+
 # --- LLM (used by the llm app) -------------------------------------------------------------------------------------
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")  # empty: the local llama.cpp server that ./run starts
 LLM_MODEL = env.str("LLM_MODEL", default="qwen2.5-coder-1.5b-instruct")
@@ -244,7 +248,11 @@ import os  # noqa: E402
 
 # Rate limits (aicdn_project.ratelimit): the request path picks a group (longest prefix in RATELIMIT_RULES), the
 # group a rate ("N/s|m|h|d"; empty = unlimited). Counters live in the Django cache (Redis), shared by all processes.
-RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
+# Off by default under the test override (which imports this module): every Django test client shares one address
+# and one window, so suites would trip the limits; tests/ops switches them on where it tests them.
+RATELIMIT_ENABLE = env.bool(
+    "RATELIMIT_ENABLE", default=os.environ.get("DJANGO_SETTINGS_MODULE") != "aicdn_project.test_settings"
+)
 RATELIMIT_USE_CACHE = "default"
 RATELIMIT_FAIL_OPEN = env.bool("RATELIMIT_FAIL_OPEN", default=True)  # Redis down: serve (True) or 503 (False)
 RATELIMIT_DEFAULT_RATE = env.str("RATELIMIT_DEFAULT_RATE", default="60/m")  # the seed's global default per client

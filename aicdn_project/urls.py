@@ -3,12 +3,19 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
 
-from aicdn_project import views
+from aicdn_project import monitoring, views
 
 api_v1 = [
     path("", include("blueprints.api.urls")),
-    path("monitoring/health", views.health, name="health"),
+    path("", include("blueprints.api.analysis_urls")),
+    path("", include("llm.api.urls")),
+    path("", include("iprs.api.urls")),
+    path("monitoring/health", monitoring.health, name="health"),
+    path("monitoring/health/detailed", monitoring.HealthDetailedView.as_view(), name="health-detailed"),
+    path("monitoring/rate-limit/stats", monitoring.RateLimitStatsView.as_view(), name="rate-limit-stats"),
+    path("auth/token", obtain_auth_token, name="auth-token"),
 ]
 
 urlpatterns = [
@@ -18,4 +25,5 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api-auth/", include("rest_framework.urls")),
+    path("metrics", monitoring.metrics_view, name="metrics"),
 ]

@@ -93,3 +93,6 @@ class BlueprintVersionAdmin(ReadOnlyAdmin):
         structured = diff["structured"]
         summary = format_html("<p><strong>{}</strong></p>", structured["summary"])
         return format_html("{}{}", summary, _highlight(diff["unified"] or "(no textual change)\n", DiffLexer()))
+
+
+from blueprints import admin_analysis  # noqa: E402,F401  (price book and suppressions)

@@ -58,3 +58,52 @@ class BlueprintVersion(models.Model):
         if self.pk is not None and not self._state.adding:
             raise ImmutableRowError("blueprint versions are immutable")
         super().save(*args, **kwargs)
+
+
+class PriceBook(TimeStampedModel):
+    """A price book edited in the admin; the active one overrides the settings file and the shipped YAML."""
+
+    name = models.CharField(max_length=100)
+    data = models.JSONField(help_text="Same structure as blueprints/analysis/pricebook.yaml (version, sheets, ...).")
+    is_active = models.BooleanField(default=False)
+    notes = models.TextField(blank=True, default="")
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-is_active", "-updated_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_active"], condition=models.Q(is_active=True), name="pricebook_single_active"
+            )
+        ]
+
+    def __str__(self) -> str:
+        version = self.data.get("version", "?") if isinstance(self.data, dict) else "?"
+        return f"{self.name} ({version}){' [active]' if self.is_active else ''}"
+
+
+class SecuritySuppression(models.Model):
+    """An accepted security finding on one blueprint: a rule, optionally one resource or path, and why."""
+
+    blueprint = models.ForeignKey(Blueprint, on_delete=models.CASCADE, related_name="security_suppressions")
+    rule_id = models.CharField(max_length=16)
+    resource = models.CharField(max_length=63, blank=True, default="")
+    path = models.CharField(max_length=255, blank=True, default="")
+    justification = models.TextField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["blueprint_id", "rule_id", "resource", "path"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["blueprint", "rule_id", "resource", "path"], name="suppression_unique_per_scope"
+            ),
+            models.CheckConstraint(condition=~models.Q(justification=""), name="suppression_justification_required"),
+        ]
+
+    def __str__(self) -> str:
+        scope = self.path or self.resource or "all resources"
+        return f"{self.rule_id} on {self.blueprint_id} ({scope})"

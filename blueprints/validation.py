@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft202012Validator
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "blueprint-1.0.json"
@@ -114,6 +115,23 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(load_schema())
 
 
+@lru_cache(maxsize=1)
+def _fast_validator() -> Any:
+    # The keywords this schema uses mean the same in draft 7, which fastjsonschema compiles to Python code.
+    # use_default=False: a validator must never fill defaults into the caller's document.
+    schema = {key: value for key, value in load_schema().items() if key != "$schema"}
+    return fastjsonschema.compile(schema, use_default=False)
+
+
+def _fast_valid(document: dict[str, Any]) -> bool:
+    """True when the compiled validator accepts the document; any doubt sends it down the full jsonschema walk."""
+    try:
+        _fast_validator()(document)
+    except Exception:
+        return False
+    return True
+
+
 def _json_path(parts: Any) -> str:
     path = "$"
     for part in parts:
@@ -122,6 +140,10 @@ def _json_path(parts: Any) -> str:
 
 
 def _schema_errors(document: dict[str, Any]) -> list[dict[str, str]]:
+    # Fast path: most documents are valid, and the compiled validator confirms that about ten times faster.
+    # Only an invalid document pays for jsonschema's walk, which reports every error with its path.
+    if _fast_valid(document):
+        return []
     errors = []
     for error in _validator().iter_errors(document):
         # oneOf failures carry the useful message in their best sub-error.
