@@ -145,6 +145,11 @@ def up() -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    # prometheus_client's multiprocess files describe processes that no longer exist: start from an empty directory.
+    metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR", var_dir() / "prometheus"))
+    if metrics_dir.is_dir():
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink()
     with embedded_redis() as sock:
         _manage("migrate", "--noinput", "-v", "0")
         credentials = _manage("seed_demo", capture=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import secrets
 from pathlib import Path
 
@@ -219,8 +221,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
-# --- Analysis ------------------------------------------------------------------------------------------------------
-# A price book YAML overriding the shipped blueprints/analysis/pricebook.yaml (an active admin PriceBook wins over both).
+# --- Analysis ---------------------------------------------------------------------------------------------------
+# A price book YAML overriding the shipped blueprints/analysis/pricebook.yaml; an active admin PriceBook wins over both.
 AICDN_PRICE_BOOK_PATH = env.str("AICDN_PRICE_BOOK_PATH", default="")
 
 # --- LLM (used by the llm app) -------------------------------------------------------------------------------------
@@ -243,16 +245,10 @@ LOGGING = {
 }
 
 # --- Operations: rate limits, metrics ---------------------------------------------------------------------------
-import ipaddress  # noqa: E402  (this block is appended to the settings; its imports stay with it)
-import os  # noqa: E402
-
 # Rate limits (aicdn_project.ratelimit): the request path picks a group (longest prefix in RATELIMIT_RULES), the
 # group a rate ("N/s|m|h|d"; empty = unlimited). Counters live in the Django cache (Redis), shared by all processes.
-# Off by default under the test override (which imports this module): every Django test client shares one address
-# and one window, so suites would trip the limits; tests/ops switches them on where it tests them.
-RATELIMIT_ENABLE = env.bool(
-    "RATELIMIT_ENABLE", default=os.environ.get("DJANGO_SETTINGS_MODULE") != "aicdn_project.test_settings"
-)
+# The test override turns them off (every Django test client shares one address); tests/ops switches them on.
+RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
 RATELIMIT_USE_CACHE = "default"
 RATELIMIT_FAIL_OPEN = env.bool("RATELIMIT_FAIL_OPEN", default=True)  # Redis down: serve (True) or 503 (False)
 RATELIMIT_DEFAULT_RATE = env.str("RATELIMIT_DEFAULT_RATE", default="60/m")  # the seed's global default per client

@@ -1,8 +1,11 @@
 """Thin test override: same settings, faster password hashing, an isolated key prefix on a shared Redis."""
 
 import os
+import tempfile
 
 os.environ.setdefault("AICDN_KEY_PREFIX", f"aicdn-test-{os.getpid()}")
+# Test runs keep their metric samples out of the development var/prometheus directory.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="aicdn-test-metrics-"))
 
 from aicdn_project.settings import *  # noqa: F403
 
@@ -11,3 +14,6 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# Every Django test client shares one address and one window; tests/ops turns the limits on where it tests them.
+RATELIMIT_ENABLE = False

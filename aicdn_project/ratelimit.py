@@ -1,0 +1,343 @@
+"""Rate limits for every API request and websocket message: groups by path prefix, django-ratelimit counters in Redis.
+
+One middleware covers every view under the configured prefixes, including views added later: the request path picks
+a rate group from ``settings.RATELIMIT_RULES`` (longest prefix wins) and the group's rate from
+``settings.RATELIMIT_RATES``. Counters are django-ratelimit's fixed windows in the Django cache (Redis), so every
+web process shares them. Websocket consumers call :func:`check_rate` per message with the same groups and counters.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import redis
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import Resolver404, resolve
+from django_ratelimit.core import get_usage
+
+from aicdn_project import metrics
+
+logger = logging.getLogger(__name__)
+
+_TOKEN_SCHEMES = ("token", "bearer")
+
+
+# --- Client identity --------------------------------------------------------------------------------------------
+@lru_cache(maxsize=8)
+def _networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip())
+
+
+def ip_in_networks(ip: str, entries: list[str] | tuple[str, ...]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in net for net in _networks(tuple(entries)))
+
+
+def client_ip_from(remote_addr: str, forwarded_for: str) -> str:
+    """The client address: REMOTE_ADDR, or the X-Forwarded-For hop before the trusted proxies when REMOTE_ADDR is one.
+
+    X-Forwarded-For is read right to left (each proxy appends the address it saw), skipping addresses that are
+    themselves trusted proxies; anything a client wrote further left is never believed.
+    """
+    trusted = settings.TRUSTED_PROXIES
+    if not forwarded_for or not trusted or not ip_in_networks(remote_addr, trusted):
+        return remote_addr
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return remote_addr  # a malformed chain: believe only the peer we can see
+        if not ip_in_networks(hop, trusted):
+            return hop
+    return hops[0] if hops else remote_addr
+
+
+def client_ip(request: HttpRequest) -> str:
+    return client_ip_from(request.META.get("REMOTE_ADDR", "") or "", request.META.get("HTTP_X_FORWARDED_FOR", ""))
+
+
+def _ip_key(ip: str) -> str:
+    # IPv6 clients usually hold a whole /64: count per /64 or one client rotates through 2^64 addresses.
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return "ip:unknown"
+    if addr.version == 6:
+        return "ip:" + str(ipaddress.ip_network(f"{addr}/64", strict=False).network_address)
+    return f"ip:{addr}"
+
+
+def _token_user_id(request: HttpRequest) -> int | None:
+    """DRF authenticates tokens inside the view, after middleware: resolve the token here to key by its user."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    parts = header.split()
+    if len(parts) != 2 or parts[0].lower() not in _TOKEN_SCHEMES:
+        return None
+    from rest_framework.authtoken.models import Token
+
+    row = Token.objects.filter(key=parts[1]).values_list("user_id", "user__is_active").first()
+    if row is None or not row[1]:
+        return None  # a wrong token is counted against the client's address, which is what limits guessing
+    return int(row[0])
+
+
+def request_key(request: HttpRequest) -> str:
+    """``user:<id>`` for a session or token user, otherwise ``ip:<client address>``."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return f"user:{user.pk}"
+    user_id = _token_user_id(request)
+    if user_id is not None:
+        return f"user:{user_id}"
+    return _ip_key(client_ip(request))
+
+
+def scope_key(scope: dict[str, Any]) -> str:
+    """The same identity for a channels websocket scope (user when authenticated, else client address)."""
+    user = scope.get("user")
+    if user is not None and getattr(user, "is_authenticated", False):
+        return f"user:{user.pk}"
+    remote = (scope.get("client") or ("", 0))[0] or ""
+    forwarded = ""
+    for name, value in scope.get("headers") or []:
+        if name.lower() == b"x-forwarded-for":
+            forwarded = value.decode("latin-1")
+    return _ip_key(client_ip_from(remote, forwarded))
+
+
+# --- Groups and rates -------------------------------------------------------------------------------------------
+def group_for_path(path: str) -> str | None:
+    """The rate group of a request path: the longest matching prefix in RATELIMIT_RULES, or None (not limited)."""
+    best: tuple[int, str] | None = None
+    for prefix, group in settings.RATELIMIT_RULES:
+        if path.startswith(prefix) and (best is None or len(prefix) > best[0]):
+            best = (len(prefix), group)
+    return best[1] if best else None
+
+
+def rate_for_group(group: str) -> str | None:
+    """The group's rate ("60/m"); None or "" means unlimited. Unknown groups get the default rate."""
+    rates = settings.RATELIMIT_RATES
+    if group in rates:
+        return rates[group] or None
+    return settings.RATELIMIT_DEFAULT_RATE
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after: int  # seconds until the window resets; 0 when allowed
+
+
+def _decide(key: str, group: str, rate: str) -> Decision:
+    # django-ratelimit's core passes `request` only to key/rate callables: a constant key needs no request.
+    usage = get_usage(None, group=group, key=lambda _group, _request: key, rate=rate, increment=True)
+    if usage is None:  # RATELIMIT_ENABLE is off
+        return Decision(True, 0, 0, 0)
+    if usage["limit"] == 0 and usage["time_left"] == -1:
+        # django-ratelimit's answer when the cache refused the count (e.g. Redis evicted or read-only).
+        raise redis.exceptions.ConnectionError("rate-limit counter could not be read from the cache")
+    retry_after = max(1, int(usage["time_left"])) if usage["should_limit"] else 0
+    return Decision(not usage["should_limit"], usage["limit"], max(0, usage["limit"] - usage["count"]), retry_after)
+
+
+def check_rate(key: str, group: str, rate: str | None = None, *, channel: str = "websocket") -> tuple[bool, int]:
+    """Count one event for `key` in `group`; return (allowed, retry_after_seconds). Shares the HTTP counters.
+
+    For websocket consumers: ``allowed, retry_after = check_rate(scope_key(self.scope), "chat")`` per message
+    (``await acheck_rate(...)`` from an async consumer); refuse with :func:`rejection_body` when not allowed.
+    Cache failures follow RATELIMIT_FAIL_OPEN.
+    """
+    if not settings.RATELIMIT_ENABLE:
+        return True, 0
+    rate = rate if rate is not None else rate_for_group(group)
+    if not rate:
+        return True, 0
+    try:
+        decision = _decide(key, group, rate)
+    except redis.exceptions.RedisError:
+        logger.warning("rate-limit cache unavailable for group %s", group, exc_info=True)
+        return bool(settings.RATELIMIT_FAIL_OPEN), 0 if settings.RATELIMIT_FAIL_OPEN else 5
+    if not decision.allowed:
+        record_rejection(group=group, endpoint=channel, channel=channel)
+    return decision.allowed, decision.retry_after
+
+
+acheck_rate = sync_to_async(check_rate)
+
+
+def rejection_body(group: str, retry_after: int, limit: int | str | None = None) -> dict[str, Any]:
+    """The one 429 shape, for HTTP responses and websocket error messages alike."""
+    rate = rate_for_group(group)
+    return {
+        "error": "rate_limited",
+        "message": f"Too many requests for {group}: limit {rate}. Retry in {retry_after} s.",
+        "details": {"limit": limit if limit is not None else rate, "group": group, "retry_after": retry_after},
+    }
+
+
+# --- Rejection statistics (shared across processes in Redis) ----------------------------------------------------
+_STATS_SEP = "|"
+
+
+@lru_cache(maxsize=1)
+def redis_client() -> redis.Redis:
+    location = settings.CACHES[settings.RATELIMIT_USE_CACHE]["LOCATION"]
+    if isinstance(location, list | tuple):
+        location = location[0]
+    return redis.Redis.from_url(location, socket_timeout=2, socket_connect_timeout=2)
+
+
+def _stats_key() -> str:
+    return f"{settings.KEY_PREFIX}:ratelimit:rejections"
+
+
+def record_rejection(*, group: str, endpoint: str, channel: str) -> None:
+    metrics.RATE_LIMIT_REJECTIONS.labels(group=group, channel=channel).inc()
+    try:
+        client = redis_client()
+        pipe = client.pipeline()
+        pipe.hsetnx(_stats_key(), "_since", str(int(time.time())))
+        pipe.hincrby(_stats_key(), _STATS_SEP.join((group, endpoint, channel)), 1)
+        pipe.execute()
+    except redis.exceptions.RedisError:
+        logger.warning("could not record a rate-limit rejection", exc_info=True)
+
+
+def rejection_stats() -> dict[str, Any]:
+    """Rejections since the counters started, by group, by endpoint (URL route) and by channel."""
+    raw = redis_client().hgetall(_stats_key())
+    since = None
+    by_group: dict[str, int] = {}
+    by_endpoint: list[dict[str, Any]] = []
+    by_channel: dict[str, int] = {}
+    for field, value in raw.items():
+        name = field.decode()
+        if name == "_since":
+            since = int(value)
+            continue
+        group, endpoint, channel = name.split(_STATS_SEP, 2)
+        count = int(value)
+        by_group[group] = by_group.get(group, 0) + count
+        by_channel[channel] = by_channel.get(channel, 0) + count
+        by_endpoint.append({"group": group, "endpoint": endpoint, "channel": channel, "rejections": count})
+    by_endpoint.sort(key=lambda row: (-row["rejections"], row["group"], row["endpoint"]))
+    return {
+        "since": since,
+        "total": sum(by_group.values()),
+        "by_group": dict(sorted(by_group.items())),
+        "by_channel": dict(sorted(by_channel.items())),
+        "by_endpoint": by_endpoint,
+    }
+
+
+def reset_stats() -> None:
+    redis_client().delete(_stats_key())
+
+
+def configured_limits() -> list[dict[str, Any]]:
+    groups: dict[str, list[str]] = {}
+    for prefix, group in settings.RATELIMIT_RULES:
+        groups.setdefault(group, []).append(prefix)
+    for group in settings.RATELIMIT_RATES:
+        groups.setdefault(group, [])
+    return [{"group": g, "rate": rate_for_group(g), "path_prefixes": sorted(p)} for g, p in sorted(groups.items())]
+
+
+# --- HTTP middleware ----------------------------------------------------------------------------------------------
+def _endpoint(request: HttpRequest) -> str:
+    """The URL route (bounded cardinality: ids stay placeholders), or the path prefix group for unknown paths."""
+    try:
+        route = resolve(request.path_info).route
+    except Resolver404:
+        return "(no route)"
+    return "/" + route if route else request.path_info
+
+
+def _too_many(group: str, decision: Decision) -> JsonResponse:
+    response = JsonResponse(rejection_body(group, decision.retry_after, decision.limit), status=429)
+    response["Retry-After"] = str(decision.retry_after)
+    return response
+
+
+def _unavailable() -> JsonResponse:
+    response = JsonResponse(
+        {"error": "service_unavailable", "message": "Rate limiting is unavailable; retry shortly.", "details": {}},
+        status=503,
+    )
+    response["Retry-After"] = "5"
+    return response
+
+
+class RateLimitMiddleware:
+    """Counts each request under its path's group and refuses with 429 once the group's rate is spent."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self._async:
+            return self.__acall__(request)
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        response = self.get_response(request)
+        self._annotate(request, response)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        refused = await sync_to_async(self._check)(request)
+        if refused is not None:
+            return refused
+        response = await self.get_response(request)
+        self._annotate(request, response)
+        return response
+
+    @staticmethod
+    def _annotate(request: HttpRequest, response: HttpResponse) -> None:
+        decision: Decision | None = getattr(request, "_aicdn_ratelimit", None)
+        if decision is not None and decision.limit:
+            response["X-RateLimit-Limit"] = str(decision.limit)
+            response["X-RateLimit-Remaining"] = str(decision.remaining)
+
+    def _check(self, request: HttpRequest) -> HttpResponse | None:
+        if not settings.RATELIMIT_ENABLE or request.method == "OPTIONS":
+            return None
+        group = group_for_path(request.path_info)
+        if group is None:
+            return None
+        rate = rate_for_group(group)
+        if not rate:
+            return None
+        try:
+            decision = _decide(request_key(request), group, rate)
+        except redis.exceptions.RedisError:
+            logger.warning(
+                "rate-limit cache unavailable; failing %s", "open" if settings.RATELIMIT_FAIL_OPEN else "closed"
+            )
+            return None if settings.RATELIMIT_FAIL_OPEN else _unavailable()
+        request._aicdn_ratelimit = decision  # type: ignore[attr-defined]
+        if decision.allowed:
+            return None
+        record_rejection(group=group, endpoint=_endpoint(request), channel="http")
+        return _too_many(group, decision)
