@@ -219,6 +219,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "IPRKindEnum": "iprs.models.IPRKind",
+        "EnvironmentKindEnum": "engines.models.EnvironmentKind",
+    },
 }
 
 # --- Analysis ---------------------------------------------------------------------------------------------------

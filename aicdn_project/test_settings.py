@@ -17,3 +17,7 @@ STORAGES = {
 
 # Every Django test client shares one address and one window; tests/ops turns the limits on where it tests them.
 RATELIMIT_ENABLE = False
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not :memory:, so threads and subprocesses in the concurrency tests share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}  # noqa: F405

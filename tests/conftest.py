@@ -26,7 +26,7 @@ def make_user(username: str, *roles: str, superuser: bool = False) -> User:
         user.is_superuser = True
         user.save(update_fields=["is_superuser"])
     for role in roles:
-        user.groups.add(Group.objects.get(name=role))
+        user.groups.add(Group.objects.get_or_create(name=role)[0])  # transactional tests flush groups
     return user
 
 

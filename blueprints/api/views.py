@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -80,6 +81,7 @@ class VersionDetailView(APIView):
         return Response(VersionDetailSerializer(version).data)
 
 
+@extend_schema_view(get=extend_schema(operation_id="v1_versions_list_all"))
 class VersionListView(generics.ListAPIView):
     serializer_class = VersionSummarySerializer
 
@@ -90,7 +92,7 @@ class VersionListView(generics.ListAPIView):
 class ValidateView(APIView):
     """Validate a blueprint without saving it; 200 with `valid` and every error with its JSON path."""
 
-    @extend_schema(request=BlueprintInputSerializer)
+    @extend_schema(request=BlueprintInputSerializer, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request) -> Response:
         data = _input(request)
         result = services.blueprint_validate(source=data.get("source"), document=data.get("document"))
@@ -100,6 +102,7 @@ class ValidateView(APIView):
 class SchemaView(APIView):
     """The blueprint format's JSON Schema (version 1.0)."""
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         return Response(load_schema())
 
@@ -111,7 +114,8 @@ class DiffView(APIView):
         parameters=[
             OpenApiParameter("from", str, required=False, description="version id or commit id (default: parent)"),
             OpenApiParameter("to", str, required=True, description="version id or commit id"),
-        ]
+        ],
+        responses=OpenApiTypes.OBJECT,
     )
     def get(self, request: Request) -> Response:
         to_ref = request.query_params.get("to", "")
