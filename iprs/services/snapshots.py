@@ -33,9 +33,8 @@ def deployed_resources(environment: Any) -> Mapping[str, Any]:
 
 def compute_snapshots(*, user: Any, version: Any, base_version: Any, environment: Any) -> dict[str, Any]:
     """{"plan", "cost", "findings"} for turning `environment` (at `base_version`) into `version`."""
-    from blueprints.analysis.services import version_security_audit
-
     from blueprints import analysis
+    from blueprints.analysis.services import version_security_audit
 
     document = version.document
     plan = analysis.compute_plan(document, deployed_resources(environment))
