@@ -19,6 +19,7 @@ from typing import Any
 import redis
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
 from django_ratelimit.core import get_usage
@@ -274,11 +275,18 @@ def _too_many(group: str, decision: Decision) -> JsonResponse:
     return response
 
 
-def _unavailable() -> JsonResponse:
-    response = JsonResponse(
-        {"error": "service_unavailable", "message": "Rate limiting is unavailable; retry shortly.", "details": {}},
-        status=503,
-    )
+def _unavailable(service: str = "rate limiting") -> JsonResponse:
+    if service == "database":
+        from aicdn_project.api import outage_body
+
+        body = outage_body("database")
+    else:
+        body = {
+            "error": "service_unavailable",
+            "message": "Rate limiting is unavailable; retry shortly.",
+            "details": {},
+        }
+    response = JsonResponse(body, status=503)
     response["Retry-After"] = "5"
     return response
 
@@ -330,7 +338,13 @@ class RateLimitMiddleware:
         if not rate:
             return None
         try:
-            decision = _decide(request_key(request), group, rate)
+            key = request_key(request)
+        except (OperationalError, InterfaceError):
+            # Resolving a token or session needs the database; the view could not serve this request either.
+            logger.warning("database unavailable while identifying the client of %s", request.path)
+            return _unavailable("database")
+        try:
+            decision = _decide(key, group, rate)
         except redis.exceptions.RedisError:
             logger.warning(
                 "rate-limit cache unavailable; failing %s", "open" if settings.RATELIMIT_FAIL_OPEN else "closed"

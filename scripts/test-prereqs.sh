@@ -5,6 +5,9 @@ set -euo pipefail
 PREREQS=(
   "dockerd:docker.io"
   "/bin/busybox:busybox-static"
+  "chromium:chromium"
+  "redis-server:redis-server"  # tests/stress outages and bench/load.py start private instances
+  "wrk:wrk"                    # bench/load.py
 )
 missing=()
 for entry in "${PREREQS[@]}"; do
