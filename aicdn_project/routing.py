@@ -1,3 +1,5 @@
 """Websocket routes of every app, gathered in one list."""
 
-websocket_urlpatterns: list = []
+from conversations.routing import websocket_urlpatterns as conversation_routes
+
+websocket_urlpatterns: list = [*conversation_routes]

@@ -74,6 +74,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "aicdn_project.middleware.RequestIdMiddleware",
+    "aicdn_project.middleware.ServiceUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -205,7 +206,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "aicdn_project.api.JSONParser",  # DRF's, with size, depth and NUL limits
         "aicdn_project.api.YAMLTextParser",
         "aicdn_project.api.YAMLAltParser",
         "aicdn_project.api.XYAMLParser",
@@ -238,6 +239,9 @@ LLM_API_KEY = env.str("LLM_API_KEY", default="")
 LLM_LOCAL_PORT = env.int("LLM_LOCAL_PORT", default=8081)
 LLM_TIMEOUT = env.float("LLM_TIMEOUT", default=120.0)
 LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
+# Offer tools as native `tools` to the server (vLLM with a tool-call parser); off: the schema-constrained next action.
+LLM_NATIVE_TOOLS = env.bool("LLM_NATIVE_TOOLS", default=False)
+CHAT_MAX_CONCURRENT_TURNS = env.int("CHAT_MAX_CONCURRENT_TURNS", default=4)  # agent runs per web process
 
 # --- Logging -------------------------------------------------------------------------------------------------------
 LOGGING = {

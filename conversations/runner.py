@@ -1,0 +1,123 @@
+"""Runs chat turns away from the socket or request that asked for them, so a client that leaves mid-answer still
+finds the finished message.
+
+One daemon thread owns an asyncio loop for the process. Each turn runs the (synchronous) agent in a worker thread
+at once, and a pump coroutine on that loop sends its events to the conversation's channels group (websockets of any
+process) and to an optional local sink (the SSE or REST request that started it). Nothing here is cancelled when a
+client goes away. A turn that is running when the web process itself stops is lost with it: its message stays
+"running" until `conversations.services.turn_abandon_stale` (run by `turn_start` for messages older than
+RUNNING_TURN_TIMEOUT) marks it failed, and until then a new turn in that conversation is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import connections
+
+from conversations import publisher
+
+logger = logging.getLogger(__name__)
+
+Sink = Callable[[dict[str, Any]], None]
+_END = object()
+
+
+class TurnRunner:
+    def __init__(self, max_workers: int = 4) -> None:
+        self._max_workers = max_workers
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def _ensure(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                started = threading.Event()
+
+                def serve() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(started.set)
+                    loop.run_forever()
+
+                threading.Thread(target=serve, name="chat-turn-loop", daemon=True).start()
+                started.wait()
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self._max_workers, thread_name_prefix="chat-turn"
+                )
+                self._loop = loop
+            return self._loop
+
+    def submit(
+        self, *, user_id: int, conversation_id: Any, message_id: int, sink: Sink | None = None
+    ) -> concurrent.futures.Future:
+        """Start a turn; the future resolves when the message is stored and every event was sent."""
+        loop = self._ensure()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        def emit(event: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        # The worker starts at once (no hop through the loop first); the pump drains its events on the loop.
+        assert self._executor is not None
+        work = self._executor.submit(_run_turn, user_id, str(conversation_id), message_id, emit)
+        work.add_done_callback(lambda _f: emit(_END))
+        return asyncio.run_coroutine_threadsafe(self._pump(str(conversation_id), queue, work, sink), loop)
+
+    async def _pump(
+        self, conversation_id: str, queue: asyncio.Queue[Any], work: concurrent.futures.Future, sink: Sink | None
+    ) -> None:
+        while (event := await queue.get()) is not _END:
+            if sink is not None:
+                try:
+                    sink(event)
+                except Exception:
+                    logger.warning("a chat event sink failed", exc_info=True)
+            try:
+                await publisher.apublish_event(conversation_id, event)
+            except Exception:  # the channel layer being down must not stop the turn or the local sink
+                logger.warning("could not publish a chat event to the channel layer", exc_info=True)
+        work.result()  # re-raises a failure of the turn itself, logged by the future's consumer
+
+
+def _run_turn(user_id: int, conversation_id: str, message_id: int, emit: Sink) -> None:
+    from django.contrib.auth import get_user_model
+
+    from conversations import services
+
+    try:
+        user = get_user_model().objects.get(pk=user_id)
+        services.turn_run(user=user, conversation_id=conversation_id, message_id=message_id, emit=emit)
+    finally:
+        # A worker thread's connections are its own: close them, or they pile up (and block a test database drop).
+        connections.close_all()
+
+
+_runner: TurnRunner | None = None
+_runner_lock = threading.Lock()
+
+
+def get_runner() -> TurnRunner:
+    global _runner
+    with _runner_lock:
+        if _runner is None:
+            _runner = TurnRunner(max_workers=getattr(settings, "CHAT_MAX_CONCURRENT_TURNS", 4))
+        return _runner
+
+
+def start_turn(*, user_id: int, conversation_id: Any, message_id: int, sink: Sink | None = None) -> Any:
+    future = get_runner().submit(user_id=user_id, conversation_id=conversation_id, message_id=message_id, sink=sink)
+    future.add_done_callback(_log_failure)
+    return future
+
+
+def _log_failure(future: concurrent.futures.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("a chat turn failed", exc_info=future.exception())

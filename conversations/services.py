@@ -1,0 +1,200 @@
+"""Conversation writes: create, start a turn, run it (the agent) and persist what it said and did, open an IPR."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from aicdn_project.errors import Conflict, ValidationFailed
+from conversations import publisher, selectors
+from conversations.models import Conversation, Message, MessageRole, MessageStatus
+from llm.agent import MAX_MESSAGE_CHARS, Agent
+from llm.client import LLMClient
+from llm.tools import ToolContext, run_tool
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+# Events kept on the assistant message so a reloaded page shows what the turn produced.
+_KEPT_EVENTS = ("blueprint", "ipr")
+# A turn makes at most a handful of model calls, each bounded by LLM_TIMEOUT; one running far longer has died.
+RUNNING_TURN_TIMEOUT = 15 * 60
+
+
+def _title_from(text: str) -> str:
+    words = " ".join(text.split())
+    return words if len(words) <= 80 else words[:77].rsplit(" ", 1)[0] + "..."
+
+
+def conversation_create(*, owner: Any, title: str = "") -> Conversation:
+    return Conversation.objects.create(owner=owner, title=_title_from(title or ""))
+
+
+def message_text_check(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationFailed(
+            "send a non-empty message", code="empty_message", details={"errors": [{"path": "$.message"}]}
+        )
+    text = text.strip()
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise ValidationFailed(
+            f"the message is {len(text)} characters; keep it under {MAX_MESSAGE_CHARS}", code="message_too_long"
+        )
+    return text
+
+
+def turn_abandon_stale(*, conversation: Conversation) -> int:
+    """Mark turns that have been running longer than RUNNING_TURN_TIMEOUT as failed (their process died)."""
+    cutoff = timezone.now() - timedelta(seconds=RUNNING_TURN_TIMEOUT)
+    return conversation.messages.filter(status=MessageStatus.RUNNING, created_at__lt=cutoff).update(
+        status=MessageStatus.FAILED,
+        error={"error": "abandoned", "message": "the turn did not finish (the server stopped while it ran)"},
+        finished_at=timezone.now(),
+    )
+
+
+def turn_start(*, user: Any, text: Any, conversation_id: Any = None) -> tuple[Conversation, Message, Message]:
+    """Record the user's message and a running assistant message; Conflict when a turn already runs."""
+    text = message_text_check(text)
+    with transaction.atomic():
+        if conversation_id in (None, ""):
+            conversation = conversation_create(owner=user, title=text)
+        else:
+            conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
+            conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+            if not conversation.title:
+                conversation.title = _title_from(text)
+            turn_abandon_stale(conversation=conversation)
+        if conversation.messages.filter(status=MessageStatus.RUNNING).exists():
+            raise Conflict("the assistant is still answering in this conversation", code="turn_running")
+        try:
+            with transaction.atomic():
+                user_message = Message.objects.create(conversation=conversation, role=MessageRole.USER, content=text)
+                reply = Message.objects.create(
+                    conversation=conversation, role=MessageRole.ASSISTANT, status=MessageStatus.RUNNING
+                )
+        except IntegrityError as exc:  # a concurrent start won the one-running-message constraint
+            raise Conflict("the assistant is still answering in this conversation", code="turn_running") from exc
+        conversation.save(update_fields=["title", "updated_at"])
+    return conversation, user_message, reply
+
+
+def _message_view(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.pk,
+        "role": message.role,
+        "status": message.status,
+        "content": message.content,
+        "tool_calls": message.tool_calls,
+        "tokens_in": message.tokens_in,
+        "tokens_out": message.tokens_out,
+        "model": message.model,
+        "timings": message.timings,
+        "error": message.error,
+        "created_at": message.created_at.isoformat() if message.created_at else None,
+        "finished_at": message.finished_at.isoformat() if message.finished_at else None,
+    }
+
+
+def turn_run(
+    *, user: Any, conversation_id: Any, message_id: int, emit: Emit, client: LLMClient | None = None
+) -> Message:
+    """Run the agent for the running assistant message, emitting its events, then persist the message.
+
+    The message is stored before "done" / "error" is emitted, so whoever sees "done" can read it back; it is stored
+    even when nobody listens any more (the emitter's failures are logged, never propagated).
+    """
+
+    def send(event: dict[str, Any]) -> None:
+        try:
+            emit(event)
+        except Exception:  # a listener that went away must not stop the turn
+            logger.warning("could not emit a %s event", event.get("type"), exc_info=True)
+
+    conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
+    reply = conversation.messages.get(pk=message_id, role=MessageRole.ASSISTANT)
+    user_message = conversation.messages.filter(role=MessageRole.USER, id__lt=reply.pk).order_by("-id").first()
+    history = selectors.agent_history(conversation=conversation, before_id=user_message.pk if user_message else None)
+    state = selectors.agent_state(user=user, conversation=conversation)
+    agent = Agent(user=user, client=client, conversation_id=str(conversation.pk))
+    kept: list[dict[str, Any]] = []
+    final: dict[str, Any] | None = None
+    send({"type": "start", "conversation_id": str(conversation.pk), "message_id": reply.pk})
+    try:
+        for event in agent.run(user_message.content if user_message else "", history=history, state=state):
+            if event["type"] in ("done", "error"):
+                final = event
+                break
+            if event["type"] in _KEPT_EVENTS:
+                kept.append(event)
+            send(event)
+    except Exception as exc:  # a bug or a database error: the message must still end, as failed
+        logger.exception("chat turn %s failed", reply.pk)
+        final = {"type": "error", "error": "internal_error", "message": f"the turn failed: {type(exc).__name__}"}
+    result = agent.result
+    failed = final is None or final["type"] == "error"
+    reply.content = result.content
+    reply.status = MessageStatus.FAILED if failed else MessageStatus.COMPLETE
+    reply.tool_calls = result.tool_calls
+    reply.events = kept
+    reply.error = {k: v for k, v in (final or {}).items() if k != "type"} if failed else None
+    reply.tokens_in, reply.tokens_out = result.tokens_in or None, result.tokens_out or None
+    reply.model = result.model or ""
+    reply.timings = result.timings
+    reply.finished_at = timezone.now()
+    with transaction.atomic():
+        reply.save()
+        changes: dict[str, Any] = {"updated_at": timezone.now()}
+        if state.version_id and state.version_id != conversation.blueprint_version_id:
+            changes.update(blueprint_id=state.blueprint_id, blueprint_version_id=state.version_id)
+        Conversation.objects.filter(pk=conversation.pk).update(**changes)
+    view = _message_view(reply)
+    if failed:
+        send({**(final or {"type": "error", "error": "internal_error", "message": "the turn failed"}), "reply": view})
+    else:
+        send({"type": "done", "conversation_id": str(conversation.pk), "reply": view})
+    return reply
+
+
+def chat_turn(
+    *, user: Any, text: Any, conversation_id: Any = None, emit: Emit | None = None, client: LLMClient | None = None
+) -> Message:
+    """Start and run one turn in the calling thread (scripts and tests; the web interfaces use the runner)."""
+    conversation, _user_message, reply = turn_start(user=user, text=text, conversation_id=conversation_id)
+    return turn_run(
+        user=user, conversation_id=conversation.pk, message_id=reply.pk, emit=emit or (lambda e: None), client=client
+    )
+
+
+def conversation_open_ipr(
+    *, user: Any, conversation_id: Any, environment: Any, title: str = "", description: str = ""
+) -> dict[str, Any]:
+    """The page's "Open IPR" button: the create_ipr tool for the conversation's current blueprint, as the user."""
+    conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
+    if conversation.blueprint_id is None:
+        raise Conflict("this conversation has no blueprint yet: describe what you need first", code="no_blueprint")
+    provenance = selectors.last_provenance(conversation=conversation)
+    ctx = ToolContext(
+        user=user,
+        conversation_id=str(conversation.pk),
+        model=provenance["model"],
+        intent=provenance["intent"],
+        tool_calls=provenance["tool_calls"],
+        origin="chat",
+    )
+    arguments: dict[str, Any] = {"blueprint_id": conversation.blueprint_id, "environment": environment}
+    if title:
+        arguments["title"] = title
+    if description:
+        arguments["description"] = description
+    result = run_tool("create_ipr", arguments, ctx=ctx)
+    event = {"type": "ipr", **result["ipr"]}
+    with transaction.atomic():
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+        publisher.publish_event(conversation.pk, event)
+    return result
