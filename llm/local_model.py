@@ -291,7 +291,9 @@ def wait_until_ready(base_url: str, *, timeout: float = 120.0, alive: Callable[[
 
 
 def warm_up(base_url: str, *, model: str) -> float:
-    """Send the fixed generation system prompt once so its KV cache is ready; returns the seconds it took."""
+    """Send the fixed generation prompt, then the agent's action and reply prompts, once each, so their KV caches
+    are ready (the first request with a new prefix is slow); returns the seconds it took."""
+    from llm import agent
     from llm.client import LLMClient
     from llm.prompts import fixed_prefix
 
@@ -302,6 +304,7 @@ def warm_up(base_url: str, *, model: str) -> float:
         max_tokens=1,
         temperature=0.0,
     )
+    agent.warm_up(client)
     return time.monotonic() - started
 
 
