@@ -92,3 +92,122 @@ class SimulatedObject(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.environment}/{self.resource_name}#{self.instance}"
+
+
+class DeploymentStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINAL_DEPLOYMENT_STATUSES = (DeploymentStatus.SUCCEEDED, DeploymentStatus.FAILED, DeploymentStatus.CANCELLED)
+
+
+class Deployment(TimeStampedModel):
+    """One run of an IPR's plan against an environment: the worker's lease on it, its attempts and its outcome."""
+
+    # A plain id: engines never imports iprs (the IPR side owns the state machine and reads this by ipr_id).
+    ipr_id = models.PositiveBigIntegerField(unique=True)
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="deployments")
+    target_version = models.ForeignKey("blueprints.BlueprintVersion", on_delete=models.PROTECT, related_name="+")
+    plan = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=16, choices=DeploymentStatus.choices, default=DeploymentStatus.QUEUED, db_index=True
+    )
+    # The worker that runs it now; the claim is a conditional update, the lease runs out without heartbeats.
+    lease_owner = models.CharField(max_length=200, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempt = models.PositiveIntegerField(default=0)  # claims so far: 1 = first run, more = resumed after a crash
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    result = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "lease_expires_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=DeploymentStatus.values), name="deployment_status_valid"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"deployment {self.pk} of IPR #{self.ipr_id} ({self.status})"
+
+
+class OperationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
+class ResourceOperation(models.Model):
+    """One plan action of a deployment (create / update / replace / delete / noop) and what came of it."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="operations")
+    position = models.PositiveIntegerField()  # the plan's `order`
+    resource = models.CharField(max_length=63)
+    type = models.CharField(max_length=32)
+    action = models.CharField(max_length=16)
+    depends_on = models.JSONField(default=list, blank=True)
+    # The target resource entry for create / update / replace; empty for delete.
+    spec = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=OperationStatus.choices, default=OperationStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)  # engine calls made, over every run of the deployment
+    output = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["deployment_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["deployment", "resource"], name="uniq_operation_per_resource"),
+            models.CheckConstraint(
+                condition=models.Q(status__in=OperationStatus.values), name="operation_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.resource} ({self.status})"
+
+
+class DriftStatus(models.TextChoices):
+    CLEAN = "clean", "Clean"
+    DRIFTED = "drifted", "Drifted"
+    ERROR = "error", "Error"
+
+
+class DriftReport(models.Model):
+    """What one drift check found: recorded resources missing or changed, and labelled objects nobody records."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="drift_reports")
+    status = models.CharField(max_length=16, choices=DriftStatus.choices)
+    checked_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    duration_ms = models.FloatField(default=0)
+    resources_checked = models.PositiveIntegerField(default=0)
+    missing = models.JSONField(default=list, blank=True)  # [{"name", "type"}]
+    # [{"name", "type", "reasons": [{"field", "recorded", "actual"}]}]
+    changed = models.JSONField(default=list, blank=True)
+    # [{"resource", "type", "kind", "object_id", "object_name"}]
+    unmanaged = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True, default="")
+    reconcile_ipr_id = models.PositiveBigIntegerField(null=True, blank=True)  # plain id, as Deployment.ipr_id
+
+    class Meta:
+        ordering = ["-checked_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"drift of {self.environment_id} at {self.checked_at:%Y-%m-%d %H:%M} ({self.status})"
+
+    @property
+    def findings(self) -> int:
+        return len(self.missing) + len(self.changed) + len(self.unmanaged)

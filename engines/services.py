@@ -42,6 +42,12 @@ def _validate(*, engine: str, config: Any, secret_refs: Any, kind: str) -> None:
         raise ValidationFailed(f"invalid {engine} environment", details=errors)
 
 
+def _copy(value: Any) -> Any:
+    # Copy mappings only: dict() of a list would raise (a 500) or quietly turn [["k", "v"]] into {"k": "v"};
+    # _validate refuses whatever is not a mapping.
+    return dict(value) if isinstance(value, Mapping) else value
+
+
 def _snapshot(env: Environment) -> dict[str, Any]:
     # secret_refs holds variable names only, so it is safe to audit.
     return {
@@ -71,8 +77,8 @@ def environment_create(
         raise ValidationFailed("invalid environment name", details=[error]) from None
     if len(name) > 63:
         raise ValidationFailed("invalid environment name", details=[{"path": "name", "message": "at most 63 chars"}])
-    config = dict(config or {})
-    secret_refs = dict(secret_refs or {})
+    config = _copy(config if config is not None else {})
+    secret_refs = _copy(secret_refs if secret_refs is not None else {})
     _validate(engine=engine, config=config, secret_refs=secret_refs, kind=kind)
     with transaction.atomic():
         if Environment.objects.filter(name=name).exists():
@@ -105,8 +111,8 @@ def environment_update(
         env = Environment.objects.select_for_update().get(pk=environment.pk)
         before = _snapshot(env)
         new_engine = engine if engine is not None else env.engine
-        new_config = dict(config) if config is not None else dict(env.config)
-        new_refs = dict(secret_refs) if secret_refs is not None else dict(env.secret_refs)
+        new_config = _copy(config) if config is not None else dict(env.config)
+        new_refs = _copy(secret_refs) if secret_refs is not None else dict(env.secret_refs)
         new_kind = kind if kind is not None else env.kind
         _validate(engine=new_engine, config=new_config, secret_refs=new_refs, kind=new_kind)
         if new_engine != env.engine and ResourceState.objects.filter(environment=env).exists():

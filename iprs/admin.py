@@ -1,4 +1,5 @@
-"""The reviewers' console: IPR list and review page (buttons call the services), policies, locks, the audit trail."""
+"""The reviewers' console: IPR list and review page (buttons call the services; deployment progress and the
+environment's drift shown with it), policies, locks, the audit trail."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from django.urls import reverse
 from aicdn_project import roles
 from aicdn_project.errors import ApplicationError, NotFound
 from aicdn_project.models import AuditEvent
+from engines.drift import drift_summary
+from engines.selectors import deployment_progress, drift_report_latest
 from iprs import policy as rules
 from iprs import selectors, services
 from iprs.models import IPR, ApprovalPolicy, EnvironmentLock
@@ -160,6 +163,7 @@ class IPRAdmin(admin.ModelAdmin):
         if request.method == "POST":
             return self._run_action(request, ipr)
         console = selectors.ipr_console(user=request.user, ipr=ipr)
+        drift = drift_report_latest(environment=ipr.environment)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -170,6 +174,9 @@ class IPRAdmin(admin.ModelAdmin):
             "diff_lines": _diff_lines(console["diff"]["unified"]),
             "is_admin": roles.is_admin(request.user),
             "lock_release_allowed": roles.is_admin(request.user) and console["lock"] is not None,
+            "deployment": deployment_progress(ipr_id=ipr.pk),
+            "drift": drift,
+            "drift_summary": drift_summary(drift) if drift is not None else "",
             **console,
             **(extra_context or {}),
         }

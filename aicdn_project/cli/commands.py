@@ -223,7 +223,7 @@ def _resource_rows(ipr: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {"name": a.get("name"), "action": a.get("action"), "status": "pending"}
         for a in plan.get("actions", [])
-        if a.get("action") != "no-op"
+        if a.get("action") != "noop"
     ]
 
 
@@ -318,13 +318,12 @@ def cmd_iprs_reject(api: Api, args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_rollback(api: Api, args: argparse.Namespace, out: Out) -> int:
-    version = api.get(f"/api/v1/blueprints/versions/{args.to}")
-    title = f"Roll {args.env} back to {version.get('blueprint_name')} {version.get('commit_id')}"
-    ipr = _open_ipr(api, version_id=version["id"], env=args.env, title=title, kind="rollback")
+    body = {"to": args.to, "environment": args.env, "emergency": bool(args.emergency), "origin": "cli"}
+    ipr = api.post("/api/v1/iprs/rollback", body)
     if out.json:
         out.data(ipr)
     else:
-        out.say(f"IPR #{ipr.get('id')} opened ({ipr.get('state')}): {title}")
+        out.say(f"IPR #{ipr.get('id')} opened ({ipr.get('state')}): {ipr.get('title')}")
         out.say(_review_hint(api, ipr))
     return OK
 

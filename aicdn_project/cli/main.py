@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("rollback", commands.cmd_rollback, "open a rollback IPR to an earlier blueprint version")
     p.add_argument("--to", required=True, metavar="COMMIT", help="commit id (or version id) to go back to")
     p.add_argument("--env", required=True, help="environment name")
+    p.add_argument(
+        "--emergency", action="store_true", help="emergency rollback: one approval (operators; policy must allow it)"
+    )
 
     iprs = add("iprs", None, "Infrastructure Pull Requests").add_subparsers(dest="iprs_command", required=True)
     p = add("list", commands.cmd_iprs_list, "list IPRs", iprs)

@@ -22,6 +22,20 @@ class IPROpenSerializer(serializers.Serializer):
     draft = serializers.BooleanField(default=False)
 
 
+class RollbackSerializer(serializers.Serializer):
+    to = serializers.CharField(max_length=64, help_text="commit id (or version id) of a version deployed before")
+    environment = serializers.CharField(max_length=63, help_text="environment name")
+    emergency = serializers.BooleanField(default=False, help_text="one approval, where the policy allows it")
+    title = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
+    origin = serializers.ChoiceField(choices=IPROrigin.choices, default=IPROrigin.API)
+
+
+class ReconcileSerializer(serializers.Serializer):
+    title = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+    origin = serializers.ChoiceField(choices=IPROrigin.choices, default=IPROrigin.API)
+
+
 class CommentSerializer(serializers.Serializer):
     comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=10000)
 
@@ -95,6 +109,11 @@ class IPRDetailSerializer(IPRSummarySerializer):
     reviews = ReviewSerializer(many=True, read_only=True)
     overrides = OverrideSerializer(many=True, read_only=True)
     queued_by = serializers.CharField(source="queued_by.username", read_only=True, allow_null=True)
+    deployment = serializers.SerializerMethodField(
+        help_text='null until the IPR starts deploying; then {"id", "status", "attempt", "started_at", '
+        '"finished_at", "error", "resources": [{"name", "type", "action", "status", "attempts", "error", '
+        '"duration_ms"}]}'
+    )
 
     class Meta(IPRSummarySerializer.Meta):
         fields = [
@@ -116,7 +135,13 @@ class IPRDetailSerializer(IPRSummarySerializer):
             "finished_at",
             "failure_reason",
             "deployment_result",
+            "deployment",
         ]
+
+    def get_deployment(self, obj: IPR) -> dict | None:
+        from engines.selectors import deployment_progress
+
+        return deployment_progress(ipr_id=obj.pk)
 
 
 class PolicySerializer(serializers.ModelSerializer):

@@ -4,6 +4,7 @@ from iprs.api import views
 
 urlpatterns = [
     path("iprs", views.IPRListCreateView.as_view(), name="ipr-list"),
+    path("iprs/rollback", views.IPRRollbackView.as_view(), name="ipr-rollback"),
     path("iprs/<int:pk>", views.IPRDetailView.as_view(), name="ipr-detail"),
     path("iprs/<int:pk>/submit", views.IPRSubmitView.as_view(), name="ipr-submit"),
     path("iprs/<int:pk>/approve", views.IPRApproveView.as_view(), name="ipr-approve"),
@@ -18,6 +19,11 @@ urlpatterns = [
     path("environments", views.EnvironmentListCreateView.as_view(), name="environment-list"),
     path("environments/<slug:name>", views.EnvironmentDetailView.as_view(), name="environment-detail"),
     path("environments/<slug:name>/lock", views.EnvironmentLockView.as_view(), name="environment-lock"),
+    path(
+        "environments/<slug:name>/drift/reconcile",
+        views.EnvironmentReconcileView.as_view(),
+        name="environment-drift-reconcile",
+    ),
     path("audit", views.AuditListView.as_view(), name="audit-list"),
     path("audit/verify", views.AuditVerifyView.as_view(), name="audit-verify"),
 ]

@@ -30,6 +30,8 @@ from iprs.api.serializers import (
     JustificationSerializer,
     LockSerializer,
     PolicySerializer,
+    ReconcileSerializer,
+    RollbackSerializer,
     UpdateVersionSerializer,
 )
 
@@ -80,6 +82,28 @@ class IPRListCreateView(generics.ListAPIView):
         version = version_get(user=request.user, ref=data.pop("blueprint_version"))
         environment = environment_get(name=data.pop("environment"))
         ipr = services.ipr_open(author=request.user, blueprint_version=version, environment=environment, **data)
+        return _detail(request, ipr.pk, status.HTTP_201_CREATED)
+
+
+class IPRRollbackView(APIView):
+    """Open a rollback IPR: from the environment's recorded state back to a version deployed there before."""
+
+    @extend_schema(request=RollbackSerializer, responses={201: IPRDetailSerializer})
+    def post(self, request: Request) -> Response:
+        data = _valid(RollbackSerializer, request)
+        version = version_get(user=request.user, ref=data.pop("to"))
+        environment = environment_get(name=data.pop("environment"))
+        ipr = services.ipr_open_rollback(author=request.user, environment=environment, version=version, **data)
+        return _detail(request, ipr.pk, status.HTTP_201_CREATED)
+
+
+class EnvironmentReconcileView(APIView):
+    """Open a reconcile IPR from the environment's latest drift report (POST .../drift/check runs one)."""
+
+    @extend_schema(request=ReconcileSerializer, responses={201: IPRDetailSerializer})
+    def post(self, request: Request, name: str) -> Response:
+        data = _valid(ReconcileSerializer, request)
+        ipr = services.ipr_open_reconcile(author=request.user, environment=environment_get(name=name), **data)
         return _detail(request, ipr.pk, status.HTTP_201_CREATED)
 
 

@@ -1,10 +1,7 @@
 """IPR writes (STYLE.md §1, §3): every state change runs under the row lock, checked against iprs.policy, audited."""
 
 from iprs.services.deployment import (
-    DeploymentExecutor,
-    DeploymentJob,
-    deployment_executor_register,
-    deployment_executor_registered,
+    deployments_resume_stalled,
     ipr_abort,
     ipr_mark_deployed,
     ipr_mark_deploying,
@@ -17,6 +14,8 @@ from iprs.services.ipr import (
     ipr_close,
     ipr_deploy,
     ipr_open,
+    ipr_open_reconcile,
+    ipr_open_rollback,
     ipr_override,
     ipr_reject,
     ipr_replan,
@@ -28,11 +27,8 @@ from iprs.services.ipr import (
 from iprs.services.locks import environment_lock_acquire, environment_lock_heartbeat, environment_lock_release
 
 __all__ = [
-    "DeploymentExecutor",
-    "DeploymentJob",
     "approval_policy_set",
-    "deployment_executor_register",
-    "deployment_executor_registered",
+    "deployments_resume_stalled",
     "environment_create",
     "environment_lock_acquire",
     "environment_lock_heartbeat",
@@ -46,6 +42,8 @@ __all__ = [
     "ipr_mark_deploying",
     "ipr_mark_failed",
     "ipr_open",
+    "ipr_open_reconcile",
+    "ipr_open_rollback",
     "ipr_override",
     "ipr_reject",
     "ipr_replan",

@@ -77,7 +77,25 @@ def ipr_get_for_update(ipr_id: int) -> IPR:
     return ipr
 
 
-def _snapshot_fields(*, user: Any, version: BlueprintVersion, environment: Any) -> dict[str, Any]:
+def _reconcile_state(environment: Any) -> dict[str, Any]:
+    """The recorded state as the latest drift report corrects it: what a reconcile IPR plans against."""
+    from engines.drift import reconcile_baseline
+    from engines.models import DriftStatus
+    from engines.selectors import drift_report_latest
+
+    report = drift_report_latest(environment=environment)
+    if report is None or report.status == DriftStatus.ERROR:
+        raise ValidationFailed(
+            f"{environment.name} has no usable drift report; run a drift check first",
+            code="drift_not_checked",
+            details={"environment": environment.name},
+        )
+    return reconcile_baseline(environment=environment, report=report)
+
+
+def _snapshot_fields(
+    *, user: Any, version: BlueprintVersion, environment: Any, kind: str = IPRKind.NORMAL
+) -> dict[str, Any]:
     from engines.models import Environment
 
     # Read the deployed version from the row, never from a caller's possibly stale instance.
@@ -85,7 +103,8 @@ def _snapshot_fields(*, user: Any, version: BlueprintVersion, environment: Any) 
         Environment.objects.filter(pk=environment.pk).values_list("deployed_version", flat=True).get()
     )
     base = BlueprintVersion.objects.filter(pk=environment.deployed_version_id).first()
-    snap = compute_snapshots(user=user, version=version, base_version=base, environment=environment)
+    state = _reconcile_state(environment) if kind == IPRKind.RECONCILE else None
+    snap = compute_snapshots(user=user, version=version, base_version=base, environment=environment, state=state)
     return {"base_version": base, "planned_at": timezone.now(), **snap}
 
 
@@ -155,7 +174,7 @@ def ipr_open(
         raise ValidationFailed(
             "an IPR born in a chat records its AI provenance (model, intent, tool calls)", code="provenance_required"
         )
-    snapshot = _snapshot_fields(user=author, version=blueprint_version, environment=environment)
+    snapshot = _snapshot_fields(user=author, version=blueprint_version, environment=environment, kind=kind)
     with transaction.atomic():
         ipr = IPR.objects.create(
             title=title[:200],
@@ -189,6 +208,70 @@ def ipr_open(
         )
         if not draft:
             ipr_set_state(ipr=ipr, to_state=S.OPEN, actor=author)
+    return ipr
+
+
+def ipr_open_rollback(
+    *,
+    author: Any,
+    environment: Any,
+    version: BlueprintVersion,
+    emergency: bool = False,
+    title: str = "",
+    description: str = "",
+    origin: str = IPROrigin.API,
+) -> IPR:
+    """Open a rollback IPR taking `environment` from its recorded state back to `version`, which must have been
+    deployed there. Reviewed like any IPR; an emergency one (operators, where the policy allows it) needs one
+    approval, and the flag is in its audited creation event."""
+    title = (title or "").strip() or (
+        f"Roll {environment.name} back to {version.blueprint.name} {version.commit_id}"
+        + (" (emergency)" if emergency else "")
+    )
+    return ipr_open(
+        author=author,
+        blueprint_version=version,
+        environment=environment,
+        title=title,
+        description=description,
+        kind=IPRKind.ROLLBACK,
+        origin=origin,
+        emergency=emergency,
+    )
+
+
+def ipr_open_reconcile(*, author: Any, environment: Any, title: str = "", origin: str = IPROrigin.API) -> IPR:
+    """Open a reconcile IPR from the environment's latest drift report: re-apply the deployed version, creating what
+    is missing, replacing what changed and deleting labelled objects no resource accounts for."""
+    from engines.drift import drift_report_link_reconcile, drift_summary
+    from engines.models import DriftStatus
+    from engines.selectors import drift_report_latest
+
+    report = drift_report_latest(environment=environment)
+    if report is None:
+        raise ValidationFailed(
+            f"{environment.name} has not been checked for drift yet", code="drift_not_checked", details={}
+        )
+    if report.status != DriftStatus.DRIFTED:
+        raise Conflict(
+            f"the latest drift check of {environment.name} found nothing to reconcile ({report.status})",
+            code="no_drift",
+            details={"report": report.pk, "status": report.status},
+        )
+    version = BlueprintVersion.objects.select_related("blueprint").filter(pk=environment.deployed_version_id).first()
+    if version is None:
+        raise Conflict(f"nothing is deployed to {environment.name}", code="nothing_deployed", details={})
+    ipr = ipr_open(
+        author=author,
+        blueprint_version=version,
+        environment=environment,
+        title=(title or "").strip()
+        or f"Reconcile {environment.name} with {version.blueprint.name} {version.commit_id}",
+        description=f"Drift report {report.pk} ({report.checked_at:%Y-%m-%d %H:%M:%S} UTC): {drift_summary(report)}",
+        kind=IPRKind.RECONCILE,
+        origin=origin,
+    )
+    drift_report_link_reconcile(report=report, ipr_id=ipr.pk)
     return ipr
 
 
@@ -301,7 +384,7 @@ def ipr_override(*, admin: Any, ipr_id: int, justification: str) -> FindingOverr
 
 def _resnapshot(*, ipr: IPR, actor: Any, version: BlueprintVersion, action: str) -> IPR:
     before = _snapshot_summary(ipr)
-    snapshot = _snapshot_fields(user=actor, version=version, environment=ipr.environment)
+    snapshot = _snapshot_fields(user=actor, version=version, environment=ipr.environment, kind=ipr.kind)
     IPR.objects.filter(pk=ipr.pk).update(blueprint_version=version, updated_at=timezone.now(), **snapshot)
     ipr.blueprint_version = version
     for name, value in snapshot.items():

@@ -1,4 +1,6 @@
-"""The deploy lock, the deploy task and the executor hook: enqueue after commit, no pretend deployments."""
+"""The deploy lock and the deploy task: enqueue after commit, run through the engines executor, record outcomes.
+
+(The executor itself is tested in tests/deployments; here only what the IPR side does with it.)"""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from django.utils import timezone
 
 from aicdn_project.errors import Conflict
 from aicdn_project.models import AuditEvent
+from engines.models import Deployment, SimulatedObject
 from iprs import services, tasks
 from iprs.models import IPR, EnvironmentLock, IPRState
 from iprs.selectors import environment_lock_get
@@ -31,20 +34,14 @@ def queued(open_ipr, users, enqueued):
 
 
 @pytest.fixture
-def executor():
-    jobs = []
+def instant(env):
+    """The simulator environment without latencies; faults as given."""
 
-    def install(behaviour):
-        def run(job):
-            jobs.append(job)
-            job.heartbeat()
-            return behaviour(job)
+    def configure(**faults):
+        config = {"latency_scale": 0, **({"faults": faults} if faults else {})}
+        type(env).objects.filter(pk=env.pk).update(config=config)
 
-        services.deployment_executor_register(run)
-        return jobs
-
-    yield install
-    services.deployment_executor_register(None)
+    return configure
 
 
 def test_deploy_enqueues_only_after_commit(open_ipr, users, enqueued, django_capture_on_commit_callbacks):
@@ -67,22 +64,26 @@ def test_a_refused_deploy_enqueues_nothing(open_ipr, users, enqueued, django_cap
     assert enqueued == []
 
 
-def test_without_an_executor_the_task_leaves_the_ipr_queued(queued):
+def test_a_duplicate_deploy_message_for_a_finished_ipr_does_nothing(queued, env):
     ipr = queued()
-    assert not services.deployment_executor_registered()
-    assert tasks.deploy_ipr.apply(args=[ipr.pk]).get() == "queued"
-    assert IPR.objects.get(pk=ipr.pk).state == S.QUEUED
+    services.ipr_mark_failed(ipr_id=ipr.pk, reason="gave up")
+    assert tasks.deploy_ipr.apply(args=[ipr.pk]).get() == "failed"
+    assert not Deployment.objects.filter(ipr_id=ipr.pk).exists()
     assert not AuditEvent.objects.filter(object_type="ipr", object_id=str(ipr.pk), action="ipr.deploying").exists()
 
 
-def test_the_task_runs_the_registered_executor_and_records_success(queued, executor, env):
-    jobs = executor(lambda job: {"applied": len(job.plan["actions"])})
+# The executor runs operations in threads with their own connections: these tests commit their data.
+@pytest.mark.django_db(transaction=True)
+def test_the_task_runs_the_engines_executor_and_records_success(queued, instant, env):
+    instant()
     ipr = queued()
     assert tasks.deploy_ipr.apply(args=[ipr.pk]).get() == "deployed"
     ipr.refresh_from_db()
-    assert (ipr.state, ipr.deployment_result) == (S.DEPLOYED, {"applied": 1})
-    assert [job.ipr_id for job in jobs] == [ipr.pk]
-    assert jobs[0].target_document == ipr.blueprint_version.document
+    assert ipr.state == S.DEPLOYED
+    deployment = Deployment.objects.get(ipr_id=ipr.pk)
+    assert ipr.deployment_result == deployment.result
+    assert (deployment.status, ipr.deployment_result["operations"]) == ("succeeded", {"succeeded": 1})
+    assert SimulatedObject.objects.filter(environment=env.name, resource_name="web").count() == 2
     env.refresh_from_db()
     assert env.deployed_version_id == ipr.blueprint_version_id
     assert environment_lock_get(environment=env) is None
@@ -94,16 +95,15 @@ def test_the_task_runs_the_registered_executor_and_records_success(queued, execu
     assert deploying.channel == "worker"
 
 
-def test_an_executor_failure_marks_the_ipr_failed_and_frees_the_lock(queued, executor, env):
-    def boom(job):
-        raise RuntimeError("hypervisor unreachable")
-
-    executor(boom)
+@pytest.mark.django_db(transaction=True)
+def test_an_executor_failure_marks_the_ipr_failed_and_frees_the_lock(queued, instant, env):
+    instant(resources={"web": "permanent"})
     ipr = queued()
     assert tasks.deploy_ipr.apply(args=[ipr.pk]).get() == "failed"
     ipr.refresh_from_db()
     assert ipr.state == S.FAILED
-    assert "hypervisor unreachable" in ipr.failure_reason
+    assert "simulated permanent failure: create web" in ipr.failure_reason
+    assert Deployment.objects.get(ipr_id=ipr.pk).status == "failed"
     assert environment_lock_get(environment=env) is None
     env.refresh_from_db()
     assert env.deployed_version_id is None
@@ -201,13 +201,12 @@ def test_a_dead_workers_ipr_stops_blocking_the_environment(queued, open_ipr, use
     assert environment_lock_get(environment=env).holder_ipr_id == nxt.pk
 
 
-def test_a_queued_ipr_whose_base_moved_fails_instead_of_deploying_blind(queued, executor, env, open_ipr, make_version):
-    jobs = executor(lambda job: {})
+def test_a_queued_ipr_whose_base_moved_fails_instead_of_deploying_blind(queued, env, open_ipr, make_version):
     ipr = queued()
     other = make_version({**WEB, "count": 9})
     type(env).objects.filter(pk=env.pk).update(deployed_version=other)  # e.g. a reconcile applied elsewhere
     assert tasks.deploy_ipr.apply(args=[ipr.pk]).get() == "failed"
-    assert jobs == []
+    assert not Deployment.objects.filter(ipr_id=ipr.pk).exists()  # nothing was applied
     assert "no longer deployed" in IPR.objects.get(pk=ipr.pk).failure_reason
 
 
@@ -227,10 +226,9 @@ def test_admins_abort_a_stuck_queued_ipr(queued, users, open_ipr):
     assert services.ipr_deploy(actor=users["operator"], ipr_id=nxt.pk).state == S.QUEUED  # no longer blocked
 
 
-def test_the_task_retries_while_another_run_holds_the_environment(queued, executor, open_ipr, monkeypatch):
+def test_the_task_retries_while_another_run_holds_the_environment(queued, open_ipr, monkeypatch):
     from iprs.services import deployment
 
-    jobs = executor(lambda job: {})
     holder = queued()
     services.ipr_mark_deploying(ipr_id=holder.pk, worker="w1")
     waiting = set_state(open_ipr({**WEB, "count": 3}), S.QUEUED)
@@ -248,5 +246,5 @@ def test_the_task_retries_while_another_run_holds_the_environment(queued, execut
     assert result.state == "FAILURE"
     assert isinstance(result.result, Conflict) and result.result.code == "environment_locked"
     assert attempts == [waiting.pk] * (tasks.deploy_ipr.max_retries + 1)
-    assert jobs == []
+    assert not Deployment.objects.filter(ipr_id=waiting.pk).exists()
     assert IPR.objects.get(pk=waiting.pk).state == S.QUEUED  # still waiting for its turn, not failed
