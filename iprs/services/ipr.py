@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from aicdn_project.audit import audit_record
 from aicdn_project.errors import Conflict, NotFound, ValidationFailed
+from aicdn_project.realtime import publish
 from blueprints.models import BlueprintVersion
 from iprs import policy as rules
 from iprs.models import IPR, FindingOverride, IPRKind, IPROrigin, IPRState, Review, ReviewDecision
@@ -60,6 +61,11 @@ def ipr_set_state(*, ipr: IPR, to_state: str, actor: Any, reason: str = "", **fi
         object_repr=_ipr_repr(ipr),
         before={"state": from_state},
         after=after,
+    )
+    # Sent after commit to the chat page, the admin and the CLI following this IPR.
+    publish(
+        f"ipr-{ipr.pk}",
+        {"type": "ipr.state", "ipr": ipr.pk, "from": from_state, "to": to_state, "at": now.isoformat()},
     )
     return ipr
 
