@@ -176,3 +176,18 @@ def audit_list(
     if actor:
         qs = qs.filter(actor_name=actor)
     return qs.order_by("-seq")
+
+
+def environment_plan(*, user: Any, environment: Any, version: Any) -> dict[str, Any]:
+    """What opening an IPR for `version` on `environment` would show: the plan against the recorded deployed state,
+    the cost and its delta against the deployed version, and the findings; nothing is written."""
+    from iprs.services.snapshots import compute_snapshots
+
+    base = environment.deployed_version
+    snapshots = compute_snapshots(user=user, version=version, base_version=base, environment=environment)
+    return {
+        "environment": environment.name,
+        "version": {"id": version.pk, "commit_id": version.commit_id},
+        "base_version": {"id": base.pk, "commit_id": base.commit_id} if base is not None else None,
+        **snapshots,
+    }

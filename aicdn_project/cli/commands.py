@@ -163,7 +163,7 @@ def cmd_plan(api: Api, args: argparse.Namespace, out: Out) -> int:
     version = push_version(
         api, read_source(args.file), blueprint_id=args.blueprint, message=args.message, username=args.username_hint
     )
-    plan = api.get(f"/api/v1/blueprints/versions/{version['commit_id']}/plan", environment=args.env)
+    plan = api.get(f"/api/v1/environments/{args.env}/plan", version=version["commit_id"])
     if out.json:
         out.data({"version": version, "plan": plan})
     else:

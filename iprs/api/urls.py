@@ -18,6 +18,7 @@ urlpatterns = [
     path("iprs/<int:pk>/version", views.IPRUpdateVersionView.as_view(), name="ipr-update-version"),
     path("environments", views.EnvironmentListCreateView.as_view(), name="environment-list"),
     path("environments/<slug:name>", views.EnvironmentDetailView.as_view(), name="environment-detail"),
+    path("environments/<slug:name>/plan", views.EnvironmentPlanView.as_view(), name="environment-plan"),
     path("environments/<slug:name>/lock", views.EnvironmentLockView.as_view(), name="environment-lock"),
     path(
         "environments/<slug:name>/drift/reconcile",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
@@ -13,7 +14,7 @@ from rest_framework.views import APIView
 
 from aicdn_project import roles
 from aicdn_project.audit import audit_verify
-from aicdn_project.errors import PermissionDenied
+from aicdn_project.errors import PermissionDenied, ValidationFailed
 from blueprints.selectors import version_get
 from engines.selectors import environment_get, environment_list
 from iprs import policy as rules
@@ -105,6 +106,22 @@ class EnvironmentReconcileView(APIView):
         data = _valid(ReconcileSerializer, request)
         ipr = services.ipr_open_reconcile(author=request.user, environment=environment_get(name=name), **data)
         return _detail(request, ipr.pk, status.HTTP_201_CREATED)
+
+
+class EnvironmentPlanView(APIView):
+    """Plan a blueprint version against what the environment has deployed (`?version=<id or commit id>`)."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("version", str, required=True, description="version id or commit id")],
+        responses=OpenApiTypes.OBJECT,
+    )
+    def get(self, request: Request, name: str) -> Response:
+        ref = request.query_params.get("version", "")
+        if not ref:
+            raise ValidationFailed("query parameter `version` is required", details={"param": "version"})
+        environment = environment_get(name=name)
+        version = version_get(user=request.user, ref=ref)
+        return Response(selectors.environment_plan(user=request.user, environment=environment, version=version))
 
 
 class IPRDetailView(APIView):
