@@ -7,6 +7,7 @@ PREREQS=(
   "/bin/busybox:busybox-static"
   "chromium:chromium"
   "redis-server:redis-server"  # tests/stress outages and bench/load.py start private instances
+  "/usr/lib/postgresql:postgresql"  # tests/stress outages start a private cluster (initdb, pg_ctl)
   "wrk:wrk"                    # bench/load.py
 )
 missing=()
