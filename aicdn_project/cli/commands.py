@@ -16,11 +16,13 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from aicdn_project.cli import config
-from aicdn_project.cli.client import AUTH, FAILED, NOT_FOUND, OK, USAGE, Api, CliError
+from aicdn_project.cli.client import AUTH, FAILED, NOT_FOUND, OK, UNAVAILABLE, USAGE, Api, CliError
 
 TERMINAL_STATES = {"deployed", "failed", "rejected", "closed", "superseded"}
 DONE_STATUSES = {"done", "succeeded", "success", "ok", "applied", "deployed", "no-op", "noop", "skipped", "deleted"}
 FAILED_STATUSES = {"failed", "error"}
+# Chat `error` events that mean the model server (not the request) is the problem: exit 6 like a down API server.
+UNAVAILABLE_CHAT_ERRORS = {"llm_unavailable", "llm_timeout", "service_unavailable", "timeout"}
 
 
 class Out:
@@ -148,15 +150,26 @@ def cmd_push(api: Api, args: argparse.Namespace, out: Out) -> int:
 
 
 def _render_plan(out: Out, plan: dict[str, Any]) -> None:
-    symbols = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "no-op": " "}
+    symbols = {"create": "+", "update": "~", "replace": "-/+", "delete": "-"}
     for item in plan.get("actions", []):
-        if item.get("action") == "no-op":
+        if item.get("action") in ("noop", "no-op"):
             continue
         out.say(f"  {symbols.get(item.get('action'), '?'):>3} {item.get('name')} ({item.get('type')})")
         for change in item.get("changes", []):
             if isinstance(change, dict):
-                out.say(f"        {change.get('path')}: {change.get('old')!r} -> {change.get('new')!r}")
+                where = change.get("field") or change.get("path")
+                out.say(f"        {where}: {change.get('old')!r} -> {change.get('new')!r}")
     out.say(f"Plan: {plan.get('summary', '')}")
+
+
+def _render_cost(out: Out, cost: Any) -> None:
+    delta = (cost or {}).get("delta") if isinstance(cost, dict) else None
+    if isinstance(delta, dict) and delta.get("new_total") is not None:
+        currency = delta.get("currency") or ""
+        out.say(
+            f"Cost: {delta.get('new_total')} {currency}/month ({delta.get('delta', 0):+} {currency} against "
+            f"{delta.get('old_total')})"
+        )
 
 
 def cmd_plan(api: Api, args: argparse.Namespace, out: Out) -> int:
@@ -167,8 +180,13 @@ def cmd_plan(api: Api, args: argparse.Namespace, out: Out) -> int:
     if out.json:
         out.data({"version": version, "plan": plan})
     else:
-        out.say(f"{version.get('blueprint_name')} commit {version.get('commit_id')} -> environment {args.env}")
+        base = plan.get("base_version") or {}
+        against = f"deployed commit {base.get('commit_id')}" if base else "nothing deployed"
+        out.say(
+            f"{version.get('blueprint_name')} commit {version.get('commit_id')} -> environment {args.env} ({against})"
+        )
         _render_plan(out, plan.get("plan", plan))
+        _render_cost(out, plan.get("cost"))
     return OK
 
 
@@ -227,17 +245,27 @@ def _resource_rows(ipr: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _row_line(row: dict[str, Any]) -> str:
+    line = f"  {row.get('name')!s:<24} {row.get('action') or ''!s:<8} {row.get('status') or 'pending'}"
+    if row.get("error"):
+        line += f": {row['error']}"
+    return line
+
+
 def wait_for_ipr(api: Api, ipr_id: Any, out: Out, *, interval: float, timeout: float) -> dict[str, Any]:
-    """Poll the IPR until a final state, showing one progress bar per resource (none with --json)."""
+    """Poll the IPR until a final state, showing one progress bar per resource on a terminal, one line per resource
+    status change otherwise (a log, a pipe, CI), and nothing but the final JSON with --json."""
     deadline = time.monotonic() + timeout
+    live = out.console.is_terminal and not out.json
     progress = Progress(
         TextColumn("{task.fields[name]:<24}"),
         BarColumn(bar_width=24),
         TextColumn("{task.fields[action]:<8} {task.fields[status]}"),
         console=out.console,
-        disable=out.json,
+        disable=not live,
     )
     tasks: dict[str, Any] = {}
+    seen: dict[str, str] = {}
     last_state = None
     with progress:
         while True:
@@ -249,31 +277,84 @@ def wait_for_ipr(api: Api, ipr_id: Any, out: Out, *, interval: float, timeout: f
             for row in _resource_rows(ipr):
                 name = str(row.get("name"))
                 status = str(row.get("status") or "pending")
-                if name not in tasks:
-                    tasks[name] = progress.add_task("", total=1, name=name, action=row.get("action") or "", status="")
                 done = status.lower() in DONE_STATUSES or status.lower() in FAILED_STATUSES
-                progress.update(tasks[name], completed=1 if done else 0, status=status)
+                if live:
+                    if name not in tasks:
+                        tasks[name] = progress.add_task(
+                            "", total=1, name=name, action=row.get("action") or "", status=""
+                        )
+                    label = f"{status}: {row['error']}" if row.get("error") and not done else status
+                    progress.update(tasks[name], completed=1 if done else 0, status=label)
+                elif not out.json and seen.get(name) != status:
+                    out.console.print(_row_line(row), markup=False)
+                seen[name] = status
             if state in TERMINAL_STATES:
                 if not out.json:
                     reason = ipr.get("failure_reason")
                     progress.console.print(f"IPR #{ipr_id} {state}" + (f": {reason}" if reason else ""), markup=False)
+                    if live:
+                        for row in _resource_rows(ipr):
+                            if str(row.get("status")).lower() in FAILED_STATUSES:
+                                progress.console.print(_row_line(row), markup=False)
                 return ipr
             if time.monotonic() > deadline:
                 raise CliError(f"IPR #{ipr_id} is still {state} after {timeout:g} s; not waiting longer", FAILED)
             time.sleep(interval)
 
 
+def _deployed_resources(api: Api, env: dict[str, Any]) -> tuple[Any, list[dict[str, Any]] | None]:
+    """The IPR that deployed the environment's current version and its deployment's resources (without deletes);
+    (None, None) when nothing is deployed or that IPR is not visible to you (requesters see their own IPRs only)."""
+    deployed = env.get("deployed_version")
+    if not deployed:
+        return None, None
+    deployed_id = deployed.get("id") if isinstance(deployed, dict) else None
+    for ipr in api.paginate("/api/v1/iprs", environment=env.get("name"), state="deployed"):
+        version = ipr.get("blueprint_version") or {}
+        if deployed_id is None or (isinstance(version, dict) and version.get("id") == deployed_id):
+            detail = api.get(f"/api/v1/iprs/{ipr['id']}")
+            rows = [r for r in _resource_rows(detail) if r.get("action") != "delete"]
+            return ipr["id"], rows
+    return None, None
+
+
 def cmd_status(api: Api, args: argparse.Namespace, out: Out) -> int:
-    envs = [api.get(f"/api/v1/environments/{args.env}")] if args.env else list(api.paginate("/api/v1/environments"))
+    if args.env:
+        env = api.get(f"/api/v1/environments/{args.env}")
+        ipr_id, resources = _deployed_resources(api, env)
+        if out.json:
+            out.data({**env, "deployed_by_ipr": ipr_id, "resources": resources})
+            return OK
+        deployed = env.get("deployed_version")
+        if isinstance(deployed, dict):
+            what = f"{deployed.get('blueprint')} v{deployed.get('number')} commit {deployed.get('commit_id')}"
+        else:
+            what = "nothing deployed"
+        out.say(f"{env.get('name')} ({env.get('kind')}, engine {env.get('engine')}): {what}")
+        lock = env.get("lock") or {}
+        if lock.get("held"):
+            out.say(f"  deploy lock held by IPR #{lock.get('holder_ipr')} since {lock.get('acquired_at')}")
+        if resources is not None:
+            out.say(f"  deployed by IPR #{ipr_id}, {len(resources)} resource(s):")
+            out.table(
+                ["RESOURCE", "TYPE", "LAST ACTION", "STATUS"],
+                [[r.get("name"), r.get("type"), r.get("action"), r.get("status")] for r in resources],
+            )
+        elif deployed:
+            out.say("  (the IPR that deployed it is not visible to you: resources not shown)")
+        return OK
+    envs = list(api.paginate("/api/v1/environments"))
     if out.json:
-        out.data(envs if not args.env else envs[0])
+        out.data(envs)
         return OK
     rows = []
     for env in envs:
         deployed = env.get("deployed_version")
         deployed = deployed.get("commit_id") if isinstance(deployed, dict) else deployed
-        rows.append([env.get("name"), env.get("kind"), env.get("engine"), deployed or "(nothing deployed)"])
-    out.table(["ENVIRONMENT", "KIND", "ENGINE", "DEPLOYED"], rows)
+        held = (env.get("lock") or {}).get("held")
+        lock = f"IPR #{env['lock'].get('holder_ipr')}" if held else ""
+        rows.append([env.get("name"), env.get("kind"), env.get("engine"), deployed or "(nothing deployed)", lock])
+    out.table(["ENVIRONMENT", "KIND", "ENGINE", "DEPLOYED", "DEPLOYING"], rows)
     return OK
 
 
@@ -315,6 +396,20 @@ def cmd_iprs_approve(api: Api, args: argparse.Namespace, out: Out) -> int:
 
 def cmd_iprs_reject(api: Api, args: argparse.Namespace, out: Out) -> int:
     return _review(api, args, out, "reject")
+
+
+def cmd_iprs_deploy(api: Api, args: argparse.Namespace, out: Out) -> int:
+    ipr = api.post(f"/api/v1/iprs/{args.id}/deploy", {})
+    if not args.wait:
+        if out.json:
+            out.data(ipr)
+        else:
+            out.say(f"IPR #{args.id}: deployment {ipr.get('state')}")
+        return OK
+    final = wait_for_ipr(api, args.id, out, interval=args.interval, timeout=args.timeout)
+    if out.json:
+        out.data(final)
+    return OK if final.get("state") == "deployed" else FAILED
 
 
 def cmd_rollback(api: Api, args: argparse.Namespace, out: Out) -> int:
@@ -405,7 +500,14 @@ def cmd_chat(api: Api, args: argparse.Namespace, out: Out) -> int:
         events.append({"event": event, "data": data})
         if event == "error":
             message = data.get("message") if isinstance(data, dict) else str(data)
-            raise CliError(f"chat failed: {message}", FAILED, {"events": events})
+            code = data.get("error") if isinstance(data, dict) else None
+            if not out.json:
+                sys.stdout.write("\n")  # end the partial reply, if any, before the error on stderr
+            raise CliError(
+                f"chat failed: {message}" + (f" ({code})" if code else ""),
+                UNAVAILABLE if code in UNAVAILABLE_CHAT_ERRORS else FAILED,
+                {"error": code or "chat_failed", "events": events},
+            )
         if out.json:
             continue
         if event in ("token", "message", "delta"):

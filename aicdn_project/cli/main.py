@@ -25,6 +25,12 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--message", default="", help="version message")
 
 
+def _wait_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait", action="store_true", help="follow the IPR until deployed or failed")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --wait")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="give up waiting after this many seconds")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
@@ -58,9 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _source_options(p)
     p.add_argument("--env", required=True, help="environment name")
     p.add_argument("--title", help="IPR title")
-    p.add_argument("--wait", action="store_true", help="follow the IPR until deployed or failed")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --wait")
-    p.add_argument("--timeout", type=float, default=3600.0, help="give up waiting after this many seconds")
+    _wait_options(p)
     p = add("status", commands.cmd_status, "environments and what is deployed on them")
     p.add_argument("--env", help="one environment")
     p = add("rollback", commands.cmd_rollback, "open a rollback IPR to an earlier blueprint version")
@@ -80,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(name, func, f"{name} an IPR", iprs)
         p.add_argument("id", type=int)
         p.add_argument("--comment", "-c", required=name == "reject", help="review comment")
+    p = add("deploy", commands.cmd_iprs_deploy, "start deploying an approved IPR (operators)", iprs)
+    p.add_argument("id", type=int)
+    _wait_options(p)
 
     templates = add("templates", None, "blueprint templates").add_subparsers(dest="templates_command", required=True)
     add("list", commands.cmd_templates_list, "list templates", templates)
