@@ -16,7 +16,7 @@ from aicdn_project import roles
 from aicdn_project.audit import audit_verify
 from aicdn_project.errors import PermissionDenied, ValidationFailed
 from blueprints.selectors import version_get
-from engines.selectors import environment_get, environment_list
+from engines.selectors import deployed_state, environment_get, environment_list
 from iprs import policy as rules
 from iprs import selectors, services
 from iprs.api.serializers import (
@@ -207,7 +207,14 @@ class EnvironmentDetailView(APIView):
 
     @extend_schema(responses=EnvironmentSerializer)
     def get(self, request: Request, name: str) -> Response:
-        return Response(_environment_view(environment_get(name=name)))
+        environment = environment_get(name=name)
+        data = _environment_view(environment)
+        # The recorded deployed state (what the next plan diffs against), for `ai-cdn status` and the chat page.
+        data["resources"] = [
+            {"name": item["name"], "type": item["type"], "status": item["status"], "outputs": item.get("outputs", {})}
+            for item in deployed_state(environment).values()
+        ]
+        return Response(data)
 
     @extend_schema(request=EnvironmentUpdateSerializer, responses=EnvironmentSerializer)
     def patch(self, request: Request, name: str) -> Response:

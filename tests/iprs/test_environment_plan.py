@@ -35,3 +35,14 @@ def test_plan_needs_a_version_and_a_known_environment(users, env, api_as) -> Non
     missing = client.get(f"/api/v1/environments/{env.name}/plan")
     assert missing.status_code == 400 and "version" in missing.json()["message"]
     assert client.get("/api/v1/environments/nowhere/plan?version=abcdef123456").status_code == 404
+
+
+def test_environment_detail_lists_the_recorded_resources(users, env, make_version, api_as) -> None:  # type: ignore[no-untyped-def]
+    deployed = make_version(WEB, CACHE)
+    for resource in deployed.document["resources"]:
+        resource_state_record(environment=env, resource=resource, status="ready", deployment_id="d1")
+    body = api_as(users["requester"]).get(f"/api/v1/environments/{env.name}").json()
+    assert sorted((r["name"], r["type"], r["status"]) for r in body["resources"]) == [
+        ("cache", "cache", "ready"),
+        ("web", "compute", "ready"),
+    ]
