@@ -2,14 +2,23 @@
 
 One middleware covers every view under the configured prefixes, including views added later: the request path picks
 a rate group from ``settings.RATELIMIT_RULES`` (longest prefix wins) and the group's rate from
-``settings.RATELIMIT_RATES``. Counters are django-ratelimit's fixed windows in the Django cache (Redis), so every
-web process shares them. Websocket consumers call :func:`check_rate` per message with the same groups and counters.
+``settings.RATELIMIT_RATES``. Counters are django-ratelimit's fixed windows (its keys, windows and stored integers) in
+the Django cache's Redis, so every web process shares them. Websocket consumers call :func:`check_rate` per message
+with the same groups and counters.
+
+Per request this costs one Redis round trip on a process-wide connection pool (SET NX + INCR in one MULTI/EXEC) and,
+for token clients, no database query once the token was seen (token -> user id is kept in memory for
+TOKEN_CACHE_SECONDS; DRF's TokenAuthentication still authenticates every request, so a revoked token is refused at
+once: only the counter it is charged to can lag). Measured under daphne: django-ratelimit's `get_usage` through the
+Django cache took three round trips, and under ASGI the cache object (hence its Redis connection pool) is per request
+context, so every request also opened a new Redis connection.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,12 +26,13 @@ from functools import lru_cache
 from typing import Any
 
 import redis
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.cache import caches
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
-from django_ratelimit.core import get_usage
+from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key, _split_rate, get_usage
 
 from aicdn_project import metrics
 
@@ -80,17 +90,39 @@ def _ip_key(ip: str) -> str:
     return f"ip:{addr}"
 
 
+TOKEN_CACHE_SECONDS = 30.0
+TOKEN_CACHE_SIZE = 4096
+_token_users: dict[str, tuple[int, float]] = {}  # token key -> (user id, monotonic expiry); valid tokens only
+_token_users_lock = threading.Lock()
+
+
 def _token_user_id(request: HttpRequest) -> int | None:
-    """DRF authenticates tokens inside the view, after middleware: resolve the token here to key by its user."""
+    """DRF authenticates tokens inside the view, after middleware: resolve the token here to key by its user.
+
+    Valid tokens are remembered for TOKEN_CACHE_SECONDS (the key only picks the counter; DRF still checks the token
+    on every request). Unknown tokens are never remembered: guesses cannot fill the memory, and a new token is
+    recognised on its first request.
+    """
     header = request.META.get("HTTP_AUTHORIZATION", "")
     parts = header.split()
     if len(parts) != 2 or parts[0].lower() not in _TOKEN_SCHEMES:
         return None
+    key = parts[1]
+    now = time.monotonic()
+    cached = _token_users.get(key)
+    if cached is not None and cached[1] > now:
+        return cached[0]
     from rest_framework.authtoken.models import Token
 
-    row = Token.objects.filter(key=parts[1]).values_list("user_id", "user__is_active").first()
+    row = Token.objects.filter(key=key).values_list("user_id", "user__is_active").first()
     if row is None or not row[1]:
+        _token_users.pop(key, None)
         return None  # a wrong token is counted against the client's address, which is what limits guessing
+    with _token_users_lock:
+        if len(_token_users) >= TOKEN_CACHE_SIZE:
+            for stale in [k for k, (_uid, expiry) in _token_users.items() if expiry <= now] or list(_token_users):
+                del _token_users[stale]
+        _token_users[key] = (int(row[0]), now + TOKEN_CACHE_SECONDS)
     return int(row[0])
 
 
@@ -144,9 +176,31 @@ class Decision:
     retry_after: int  # seconds until the window resets; 0 when allowed
 
 
+def _count(key: str, group: str, rate: str) -> dict[str, Any] | None:
+    """django-ratelimit's `get_usage(..., increment=True)` for the Django Redis cache in one round trip.
+
+    Same cache key, window and stored value as django-ratelimit (an integer the Django cache reads back), so the
+    counters stay django-ratelimit's; SET NX EX + INCR run in one MULTI/EXEC, so a key never exists without its
+    expiry. Other cache backends go through `get_usage` itself.
+    """
+    if not getattr(settings, "RATELIMIT_ENABLE", True):
+        return None
+    cache_name = getattr(settings, "RATELIMIT_USE_CACHE", "default")
+    if settings.CACHES[cache_name]["BACKEND"] != "django.core.cache.backends.redis.RedisCache":
+        # django-ratelimit's core passes `request` only to key/rate callables: a constant key needs no request.
+        return get_usage(None, group=group, key=lambda _group, _request: key, rate=rate, increment=True)
+    limit, period = _split_rate(rate)
+    window = _get_window(key, period)
+    cache_key = caches[cache_name].make_and_validate_key(_make_cache_key(group, window, rate, key, get_usage.ALL))
+    pipe = _counter_client(cache_name).pipeline(transaction=True)
+    pipe.set(cache_key, 0, ex=period + EXPIRATION_FUDGE, nx=True)
+    pipe.incr(cache_key)
+    count = int(pipe.execute()[1])
+    return {"count": count, "limit": limit, "should_limit": count > limit, "time_left": window - int(time.time())}
+
+
 def _decide(key: str, group: str, rate: str) -> Decision:
-    # django-ratelimit's core passes `request` only to key/rate callables: a constant key needs no request.
-    usage = get_usage(None, group=group, key=lambda _group, _request: key, rate=rate, increment=True)
+    usage = _count(key, group, rate)
     if usage is None:  # RATELIMIT_ENABLE is off
         return Decision(True, 0, 0, 0)
     if usage["limit"] == 0 and usage["time_left"] == -1:
@@ -197,9 +251,22 @@ _STATS_SEP = "|"
 
 @lru_cache(maxsize=1)
 def redis_client() -> redis.Redis:
-    location = settings.CACHES[settings.RATELIMIT_USE_CACHE]["LOCATION"]
+    """The client for the rejection statistics (and the monitoring probe)."""
+    return _counter_client(settings.RATELIMIT_USE_CACHE)
+
+
+def _counter_client(cache_name: str) -> redis.Redis:
+    """A process-wide client (thread-safe connection pool) for the rate-limit cache's Redis, for its location now.
+    Not the Django cache's own client: under ASGI that one is per request context, which meant a new Redis
+    connection per request."""
+    location = settings.CACHES[cache_name]["LOCATION"]
     if isinstance(location, list | tuple):
         location = location[0]
+    return _client_for(location)
+
+
+@lru_cache(maxsize=8)
+def _client_for(location: str) -> redis.Redis:
     return redis.Redis.from_url(location, socket_timeout=2, socket_connect_timeout=2)
 
 
@@ -292,32 +359,26 @@ def _unavailable(service: str = "rate limiting") -> JsonResponse:
 
 
 class RateLimitMiddleware:
-    """Counts each request under its path's group and refuses with 429 once the group's rate is spent."""
+    """Counts each request under its path's group and refuses with 429 once the group's rate is spent.
+
+    Synchronous only, and last in MIDDLEWARE: under ASGI Django runs a middleware chain in async mode up to the first
+    sync-only layer from the inside, and in async mode every MiddlewareMixin layer (sessions, CSRF, messages,
+    Prometheus...) runs each of its hooks through its own sync_to_async thread switch. A sync-only innermost layer
+    makes Django run the whole chain in one thread, with one switch to the event loop for the view (async views,
+    e.g. the chat, still run on the loop).
+    """
 
     sync_capable = True
-    async_capable = True
+    async_capable = False
 
     def __init__(self, get_response: Callable) -> None:
         self.get_response = get_response
-        self._async = iscoroutinefunction(get_response)
-        if self._async:
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
-        if self._async:
-            return self.__acall__(request)
         refused = self._check(request)
         if refused is not None:
             return refused
         response = self.get_response(request)
-        self._annotate(request, response)
-        return response
-
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        refused = await sync_to_async(self._check)(request)
-        if refused is not None:
-            return refused
-        response = await self.get_response(request)
         self._annotate(request, response)
         return response
 

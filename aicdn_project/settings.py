@@ -79,10 +79,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "aicdn_project.ratelimit.RateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last, and sync-only: it keeps the whole chain in one thread under ASGI (see its docstring); after the
+    # authentication it keys by, and inside Prometheus' "after" layer, so refused requests are counted there too.
+    "aicdn_project.ratelimit.RateLimitMiddleware",
 ]
 
 ROOT_URLCONF = "aicdn_project.urls"
@@ -113,7 +115,24 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-else:
+elif env.bool("DB_POOL", default=True):
+    # Django's PostgreSQL connection pool (psycopg_pool), shared by every thread of the process. Persistent
+    # connections (CONN_MAX_AGE) do not survive a request under ASGI: daphne runs each request's sync code in a new
+    # thread and context, so every request opened a PostgreSQL connection (measured ~5 ms of the per-request cost in
+    # bench/load.py whatever DB_CONN_MAX_AGE said). A connection is health-checked when taken from the pool, so the
+    # pool recovers by itself after a database restart. Each deployment worker thread holds one for its run: keep
+    # DB_POOL_MAX_SIZE above AICDN_DEPLOY_PARALLELISM. Uses the pinned psycopg-pool package.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool replaces persistent connections (Django refuses both)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env.int("DB_POOL_MAX_SIZE", default=32),
+        # Seconds a request waits for a connection. Short on purpose: while PostgreSQL is down every checkout waits
+        # this long before the 503 (without a pool the refused connect failed at once), and 32 requests of one
+        # process already holding connections is an overload better answered than queued.
+        "timeout": env.float("DB_POOL_TIMEOUT", default=0.5),
+    }
+else:  # DB_POOL=false: a connection per request / task, kept for DB_CONN_MAX_AGE seconds where threads persist
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -21,3 +21,7 @@ RATELIMIT_ENABLE = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not :memory:, so threads and subprocesses in the concurrency tests share the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}  # noqa: F405
+
+if "pool" in DATABASES["default"].get("OPTIONS", {}):  # noqa: F405
+    # In-process tests race 50 threads on one IPR: they wait for a pooled connection rather than fail after 0.5 s.
+    DATABASES["default"]["OPTIONS"]["pool"]["timeout"] = 30  # noqa: F405

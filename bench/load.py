@@ -3,8 +3,9 @@
 Measures (1) requests per second and p50 / p99 latency of read endpoints with wrk, (2) the same for approving fresh
 IPRs (each approved exactly once, so a counted Python client rather than wrk's timed loop), and (3) what
 authentication + rate limiting + metrics add per request: one view served by daphnes with the project's settings
-(as configured, and with persistent database connections) and with bench/support/bare_settings.py (those layers
-removed), one connection each, so the difference in mean latency is the per-request cost.
+(as configured: PostgreSQL connection pool; and with DB_POOL=false, a new connection per request) and with
+bench/support/bare_settings.py (those layers removed), one connection each, so the difference in mean latency is the
+per-request cost.
 
 Run: .venv/bin/python bench/load.py [--duration SECONDS] [--approvals N]   (prints figures; not a test)
 Needs wrk (Debian package `wrk`), redis-server and PostgreSQL's initdb (SQLite is used when PostgreSQL is absent).
@@ -150,9 +151,9 @@ def main() -> int:
         print(f"==> migrating and seeding ({'PostgreSQL' if postgres else 'SQLite'}, {args.approvals} IPRs)")
         world = live.migrate_and_seed(env, iprs=args.approvals)
         full = live.Daphne(env, workdir)
-        persistent = live.Daphne({**env, "DB_CONN_MAX_AGE": "60"}, workdir)
+        unpooled = live.Daphne({**env, "DB_POOL": "false"}, workdir)
         bare = live.Daphne({**env, "DJANGO_SETTINGS_MODULE": "bench.support.bare_settings"}, workdir)
-        daphnes += [full, persistent, bare]
+        daphnes += [full, unpooled, bare]
         for server in daphnes:
             server.start()
 
@@ -174,9 +175,10 @@ def main() -> int:
         print(f"{'POST /api/v1/iprs/<id>/approve':45} {json.dumps(results['POST /api/v1/iprs/<id>/approve'])}")
 
         path = "/api/v1/templates"
-        # The same view from three servers, one connection each: the project as configured (a new database
-        # connection per request, DB_CONN_MAX_AGE=0), the project with persistent connections, and bare.
-        servers = {"full": full, "full, DB_CONN_MAX_AGE=60": persistent, "bare": bare}
+        # The same view from three servers, one connection each: the project as configured (PostgreSQL connection
+        # pool), the project without the pool (a new connection per request: CONN_MAX_AGE cannot help under ASGI,
+        # where each request runs in a new thread and context), and bare.
+        servers = {"full": full, "full, DB_POOL=false": unpooled, "bare": bare}
         for server in servers.values():
             wrk(server.base + path, admin, connections=1, duration=1)
         # Alternate the servers and keep the best of three each: the machine is shared, noise only adds time.
@@ -186,7 +188,7 @@ def main() -> int:
                 runs[name].append(wrk(server.base + path, admin, connections=1, duration=args.duration))
         best = {name: max(r, key=lambda x: x["rps"]) for name, r in runs.items()}
         mean_bare = 1000 / best["bare"]["rps"]
-        for name in ("full", "full, DB_CONN_MAX_AGE=60"):
+        for name in ("full", "full, DB_POOL=false"):
             mean = 1000 / best[name]["rps"]
             results[f"middleware ({name})"] = {
                 "view": f"GET {path}, 1 connection, best of 3",

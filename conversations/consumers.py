@@ -9,6 +9,7 @@ Server -> client frames: ready, start, tool_call, tool_result, blueprint, ipr, t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -101,14 +102,33 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _start(self, text: Any) -> dict[str, Any] | None:
-        """Count the message, record it and start the turn: one thread hop, as this is on the first-token path."""
+        """Count the message, start the agent's model request, then record the turn: one thread hop, as this is on
+        the first-token path. Storing the messages (turn_start) runs while the model answers; the agent is held at
+        its first event until it is stored (see services.turn_run_gated), and a refused start (Conflict: a turn is
+        running, enforced by the database) reaches only this socket, as before."""
         allowed, retry_after = check_rate(scope_key(self.scope), "chat")
         if not allowed:
             return {"type": "error", **rejection_body("chat", retry_after)}
-        _conversation, _user_message, reply = services.turn_start(
-            user=self.user, text=text, conversation_id=self.conversation_id
+        text = services.message_text_check(text)
+        conversation, history, state = services.turn_prepare(user=self.user, conversation_id=self.conversation_id)
+        gate: concurrent.futures.Future = concurrent.futures.Future()
+        runner.start_gated_turn(
+            conversation_id=self.conversation_id,
+            user=self.user,
+            conversation=conversation,
+            text=text,
+            history=history,
+            state=state,
+            gate=gate,
         )
-        runner.start_turn(user_id=self.user.pk, conversation_id=self.conversation_id, message_id=reply.pk)
+        try:
+            _conversation, _user_message, reply = services.turn_start(
+                user=self.user, text=text, conversation_id=self.conversation_id
+            )
+        except BaseException as exc:
+            gate.set_exception(exc)
+            raise
+        gate.set_result(reply)
         return None
 
     @database_sync_to_async

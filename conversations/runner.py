@@ -59,6 +59,13 @@ class TurnRunner:
         self, *, user_id: int, conversation_id: Any, message_id: int, sink: Sink | None = None
     ) -> concurrent.futures.Future:
         """Start a turn; the future resolves when the message is stored and every event was sent."""
+        return self._submit(str(conversation_id), sink, _run_turn, user_id, str(conversation_id), message_id)
+
+    def submit_gated(self, *, conversation_id: Any, sink: Sink | None = None, **turn: Any) -> concurrent.futures.Future:
+        """Start a turn whose messages the caller is still storing: `services.turn_run_gated(**turn)`."""
+        return self._submit(str(conversation_id), sink, _run_gated_turn, turn)
+
+    def _submit(self, conversation_id: str, sink: Sink | None, fn: Callable[..., Any], *args: Any) -> Any:
         loop = self._ensure()
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -67,9 +74,9 @@ class TurnRunner:
 
         # The worker starts at once (no hop through the loop first); the pump drains its events on the loop.
         assert self._executor is not None
-        work = self._executor.submit(_run_turn, user_id, str(conversation_id), message_id, emit)
+        work = self._executor.submit(fn, *args, emit)
         work.add_done_callback(lambda _f: emit(_END))
-        return asyncio.run_coroutine_threadsafe(self._pump(str(conversation_id), queue, work, sink), loop)
+        return asyncio.run_coroutine_threadsafe(self._pump(conversation_id, queue, work, sink), loop)
 
     async def _pump(
         self, conversation_id: str, queue: asyncio.Queue[Any], work: concurrent.futures.Future, sink: Sink | None
@@ -100,6 +107,15 @@ def _run_turn(user_id: int, conversation_id: str, message_id: int, emit: Sink) -
         connections.close_all()
 
 
+def _run_gated_turn(turn: dict[str, Any], emit: Sink) -> None:
+    from conversations import services
+
+    try:
+        services.turn_run_gated(**turn, emit=emit)
+    finally:
+        connections.close_all()
+
+
 _runner: TurnRunner | None = None
 _runner_lock = threading.Lock()
 
@@ -114,6 +130,13 @@ def get_runner() -> TurnRunner:
 
 def start_turn(*, user_id: int, conversation_id: Any, message_id: int, sink: Sink | None = None) -> Any:
     future = get_runner().submit(user_id=user_id, conversation_id=conversation_id, message_id=message_id, sink=sink)
+    future.add_done_callback(_log_failure)
+    return future
+
+
+def start_gated_turn(*, conversation_id: Any, sink: Sink | None = None, **turn: Any) -> Any:
+    """Start the agent before the turn is stored; see `services.turn_run_gated` (the caller resolves turn["gate"])."""
+    future = get_runner().submit_gated(conversation_id=conversation_id, sink=sink, **turn)
     future.add_done_callback(_log_failure)
     return future
 

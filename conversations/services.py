@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +26,8 @@ Emit = Callable[[dict[str, Any]], None]
 _KEPT_EVENTS = ("blueprint", "ipr")
 # A turn makes at most a handful of model calls, each bounded by LLM_TIMEOUT; one running far longer has died.
 RUNNING_TURN_TIMEOUT = 15 * 60
+# How long a gated turn waits for its caller to store the turn (turn_start: one short transaction).
+GATE_TIMEOUT = 60.0
 
 
 def _title_from(text: str) -> str:
@@ -101,6 +105,15 @@ def _message_view(message: Message) -> dict[str, Any]:
     }
 
 
+def turn_prepare(*, user: Any, conversation_id: Any) -> tuple[Conversation, list[dict[str, str]], Any]:
+    """What the agent reads before its first model call (the user's conversation, its history, its state); no
+    writes. Read before `turn_start` stores the new message, the history is the same: it holds complete messages
+    only, and no other turn can be running if that start succeeds."""
+    conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
+    history = selectors.agent_history(conversation=conversation)
+    return conversation, history, selectors.agent_state(user=user, conversation=conversation)
+
+
 def turn_run(
     *, user: Any, conversation_id: Any, message_id: int, emit: Emit, client: LLMClient | None = None
 ) -> Message:
@@ -109,24 +122,77 @@ def turn_run(
     The message is stored before "done" / "error" is emitted, so whoever sees "done" can read it back; it is stored
     even when nobody listens any more (the emitter's failures are logged, never propagated).
     """
-
-    def send(event: dict[str, Any]) -> None:
-        try:
-            emit(event)
-        except Exception:  # a listener that went away must not stop the turn
-            logger.warning("could not emit a %s event", event.get("type"), exc_info=True)
-
     conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
     reply = conversation.messages.get(pk=message_id, role=MessageRole.ASSISTANT)
     user_message = conversation.messages.filter(role=MessageRole.USER, id__lt=reply.pk).order_by("-id").first()
     history = selectors.agent_history(conversation=conversation, before_id=user_message.pk if user_message else None)
     state = selectors.agent_state(user=user, conversation=conversation)
     agent = Agent(user=user, client=client, conversation_id=str(conversation.pk))
+    events = agent.run(user_message.content if user_message else "", history=history, state=state)
+    return _drive(agent, events, None, conversation=conversation, reply=reply, state=state, emit=emit)
+
+
+def turn_run_gated(
+    *,
+    user: Any,
+    conversation: Conversation,
+    text: str,
+    history: list[dict[str, str]],
+    state: Any,
+    gate: Future,
+    emit: Emit,
+    client: LLMClient | None = None,
+) -> Message | None:
+    """Start the agent (its model request) at once, while the caller stores the turn with `turn_start` and then
+    resolves `gate` with the running assistant message (or with turn_start's exception).
+
+    Nothing is emitted and no tool runs before the gate opens: the agent is held at its first event (a tool call
+    is yielded before the tool runs), so a refused start (another turn running, the constraint) costs only an
+    abandoned model request and returns None. Once the gate opens, the turn runs and its message is persisted
+    exactly as in `turn_run`, whoever still listens.
+    """
+    agent = Agent(user=user, client=client, conversation_id=str(conversation.pk))
+    events = agent.run(text, history=history, state=state)
+    first: dict[str, Any] | None = None
+    failure: BaseException | None = None
+    try:
+        first = next(events)
+    except StopIteration:
+        pass
+    except Exception as exc:  # handled like a failure inside the run, once the turn is known to exist
+        failure = exc
+    try:
+        reply = gate.result(timeout=GATE_TIMEOUT)
+    except BaseException:
+        events.close()  # the start was refused (or never came): drop the model request, emit nothing
+        return None
+    return _drive(agent, events, first, conversation=conversation, reply=reply, state=state, emit=emit, failure=failure)
+
+
+def _drive(
+    agent: Agent,
+    events: Iterator[dict[str, Any]],
+    first: dict[str, Any] | None,
+    *,
+    conversation: Conversation,
+    reply: Message,
+    state: Any,
+    emit: Emit,
+    failure: BaseException | None = None,
+) -> Message:
+    def send(event: dict[str, Any]) -> None:
+        try:
+            emit(event)
+        except Exception:  # a listener that went away must not stop the turn
+            logger.warning("could not emit a %s event", event.get("type"), exc_info=True)
+
     kept: list[dict[str, Any]] = []
     final: dict[str, Any] | None = None
     send({"type": "start", "conversation_id": str(conversation.pk), "message_id": reply.pk})
     try:
-        for event in agent.run(user_message.content if user_message else "", history=history, state=state):
+        if failure is not None:
+            raise failure
+        for event in itertools.chain([first] if first is not None else [], events):
             if event["type"] in ("done", "error"):
                 final = event
                 break

@@ -166,12 +166,17 @@ def test_a_second_worker_cannot_claim_a_deploying_ipr(queued):
 def test_deploy_puts_one_message_on_the_real_broker(open_ipr, users, django_capture_on_commit_callbacks):
     import redis
 
+    from aicdn_project.celery import app
+
+    # A queue of this test's own: a Celery worker another test package started must not consume the message first.
+    app.conf.task_default_queue = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-broker-test"
+
     broker = settings.CELERY_BROKER_URL
     if broker.startswith("redis+socket://"):  # the embedded Redis on its unix socket
         client = redis.Redis(unix_socket_path=broker.removeprefix("redis+socket://"))
     else:
         client = redis.Redis.from_url(broker)
-    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    queue = app.conf.task_default_queue
     client.delete(queue)
     try:
         ipr = open_ipr()
@@ -185,6 +190,7 @@ def test_deploy_puts_one_message_on_the_real_broker(open_ipr, users, django_capt
         assert message["headers"]["argsrepr"] == f"({ipr.pk},)"
     finally:
         client.delete(queue)
+        app.conf.task_default_queue = settings.CELERY_TASK_DEFAULT_QUEUE
 
 
 def test_a_dead_workers_ipr_stops_blocking_the_environment(queued, open_ipr, users, env):
