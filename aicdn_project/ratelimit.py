@@ -328,7 +328,7 @@ def configured_limits() -> list[dict[str, Any]]:
 
 # --- HTTP middleware ----------------------------------------------------------------------------------------------
 def _endpoint(request: HttpRequest) -> str:
-    """The URL route (bounded cardinality: ids stay placeholders), or the path prefix group for unknown paths."""
+    """The URL route (bounded cardinality: ids stay route parameters), or the path prefix group for unknown paths."""
     try:
         route = resolve(request.path_info).route
     except Resolver404:
