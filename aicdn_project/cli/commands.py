@@ -340,8 +340,10 @@ def cmd_status(api: Api, args: argparse.Namespace, out: Out) -> int:
                 ["RESOURCE", "TYPE", "LAST ACTION", "STATUS"],
                 [[r.get("name"), r.get("type"), r.get("action"), r.get("status")] for r in resources],
             )
-        elif deployed:
-            out.say("  (the IPR that deployed it is not visible to you: resources not shown)")
+        elif env.get("resources"):
+            # The deploying IPR is not visible to this user: show the environment's recorded state instead.
+            out.say(f"  {len(env['resources'])} recorded resource(s):")
+            out.table(["RESOURCE", "TYPE", "STATUS"], [[r["name"], r["type"], r["status"]] for r in env["resources"]])
         return OK
     envs = list(api.paginate("/api/v1/environments"))
     if out.json:

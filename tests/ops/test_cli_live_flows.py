@@ -199,6 +199,7 @@ class World:
             "rev1": ("rita", [roles.REVIEWERS]),
             "rev2": ("rob", [roles.REVIEWERS]),
             "ops": ("otto", [roles.OPERATORS]),
+            "stranger": ("sam", [roles.REQUESTERS]),  # sees no IPR but their own
         }
         self.people: dict[str, Person] = {}
         for key, (username, groups) in people.items():
@@ -444,6 +445,11 @@ def test_deploy_reviews_and_wait_until_deployed_then_status(world):
     assert f"deployed by IPR #{ipr_id}, 3 resource(s):" in status.stdout
     for resource, rtype in (("net", "network"), ("web", "compute"), ("worker", "compute")):
         assert re.search(rf"^{resource} +{rtype} +create +succeeded$", status.stdout, re.M), status.stdout
+    # A requester who cannot see the deploying IPR still gets the environment's recorded resources.
+    theirs = world.cli(world.stranger, "status", "--env", env.name)
+    assert theirs.returncode == 0 and "3 recorded resource(s):" in theirs.stdout, theirs.stdout + theirs.stderr
+    for resource, rtype in (("net", "network"), ("web", "compute"), ("worker", "compute")):
+        assert re.search(rf"^{resource} +{rtype} +ready *$", theirs.stdout, re.M), theirs.stdout
     status_json = json.loads(world.cli(world.ops, "status", "--env", env.name, "--json").stdout)
     assert status_json["deployed_version"]["commit_id"] == commit and status_json["deployed_by_ipr"] == ipr_id
     assert sorted(r["name"] for r in status_json["resources"]) == ["net", "web", "worker"]
