@@ -11,14 +11,11 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from aicdn_project.context import origin
+from aicdn_project.ratelimit import client_ip  # X-Forwarded-For only behind TRUSTED_PROXIES, as for rate limits
 
 logger = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-def client_ip(request: HttpRequest) -> str:
-    return request.META.get("REMOTE_ADDR", "") or ""
 
 
 class RequestIdMiddleware:

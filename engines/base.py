@@ -219,3 +219,21 @@ def check_config_keys(config: Mapping[str, Any], types: Mapping[str, type | tupl
 
 def _as_tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
     return t if isinstance(t, tuple) else (t,)
+
+
+class ConvergingEngine(Engine):
+    """An engine whose create and update are one idempotent "make it so" (`_converge`): create reports a change,
+    update never claims it adopted an earlier try's objects."""
+
+    @abc.abstractmethod
+    def _converge(self, resource: Mapping[str, Any], ctx: EngineContext) -> ResourceResult: ...
+
+    def create(self, resource: Mapping[str, Any], ctx: EngineContext) -> ResourceResult:
+        result = self._converge(resource, ctx)
+        result.changed = True
+        return result
+
+    def update(self, resource: Mapping[str, Any], ctx: EngineContext) -> ResourceResult:
+        result = self._converge(resource, ctx)
+        result.adopted = False
+        return result

@@ -17,8 +17,8 @@ from docker.models.containers import Container
 from blueprints.validation import SizeError, parse_size
 from engines import labels as L
 from engines.base import (
+    ConvergingEngine,
     DeleteResult,
-    Engine,
     EngineContext,
     EngineError,
     HealthReport,
@@ -65,7 +65,7 @@ def docker_errors(what: str) -> Iterator[None]:
 
 
 @register_engine("docker")
-class DockerEngine(Engine):
+class DockerEngine(ConvergingEngine):
     """Config: base_url (e.g. unix:///run/docker.sock; default: DOCKER_HOST / the local socket), timeout (s),
     image_map ({blueprint image: local image}), default_image (for resources that name no image),
     commands ({local image: [argv]}: a command for images that need one), proxy_image, network_driver,
@@ -402,7 +402,7 @@ class DockerEngine(Engine):
             changed=changed,
         )
 
-    def _ensure(self, resource: Mapping[str, Any], ctx: EngineContext) -> ResourceResult:
+    def _converge(self, resource: Mapping[str, Any], ctx: EngineContext) -> ResourceResult:
         self.check_supported(resource)
         if resource["type"] == "network":
             return self._ensure_network(resource, ctx)
@@ -422,16 +422,6 @@ class DockerEngine(Engine):
             return HealthReport(False, exc.message, (time.monotonic() - started) * 1000)
         detail = f"docker {version.get('Version')} (API {version.get('ApiVersion')})"
         return HealthReport(True, detail, (time.monotonic() - started) * 1000)
-
-    def create(self, resource: Mapping[str, Any], ctx: EngineContext) -> ResourceResult:
-        result = self._ensure(resource, ctx)
-        result.changed = True
-        return result
-
-    def update(self, resource: Mapping[str, Any], ctx: EngineContext) -> ResourceResult:
-        result = self._ensure(resource, ctx)
-        result.adopted = False
-        return result
 
     def read(self, name: str, ctx: EngineContext) -> ResourceResult | None:
         containers = self._managed_containers(ctx, name)

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from blueprints.validation import SizeError, parse_size
 from engines import labels as L
 from engines.base import (
+    ConvergingEngine,
     DeleteResult,
-    Engine,
     EngineContext,
     EngineError,
     HealthReport,
@@ -79,7 +79,7 @@ def _quantity_bytes(size: str) -> str:
 
 
 @register_engine("kubernetes")
-class KubernetesEngine(Engine):
+class KubernetesEngine(ConvergingEngine):
     """Config: host (API URL), ca_file, verify_ssl (true), namespace_prefix ("aicdn-"), storage_class,
     image_map, default_image, engine_images, commands, proxy_image (as the Docker engine), request_timeout (s).
     The optional `token` secret is sent as a bearer token.
@@ -440,16 +440,6 @@ class KubernetesEngine(Engine):
             return HealthReport(False, exc.message, (time.monotonic() - started) * 1000)
         detail = f"kubernetes {version.get('gitVersion', 'unknown version')}"
         return HealthReport(True, detail, (time.monotonic() - started) * 1000)
-
-    def create(self, resource: Mapping[str, Any], ctx: EngineContext) -> ResourceResult:
-        result = self._converge(resource, ctx)
-        result.changed = True
-        return result
-
-    def update(self, resource: Mapping[str, Any], ctx: EngineContext) -> ResourceResult:
-        result = self._converge(resource, ctx)
-        result.adopted = False
-        return result
 
     def read(self, name: str, ctx: EngineContext) -> ResourceResult | None:
         objs = self._objects(ctx, name)

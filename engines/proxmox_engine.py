@@ -16,8 +16,8 @@ from proxmoxer.core import ResourceException
 from blueprints.validation import SizeError, parse_size
 from engines import labels as L
 from engines.base import (
+    ConvergingEngine,
     DeleteResult,
-    Engine,
     EngineContext,
     EngineError,
     HealthReport,
@@ -85,7 +85,7 @@ class Guest:
 
 
 @register_engine("proxmox")
-class ProxmoxEngine(Engine):
+class ProxmoxEngine(ConvergingEngine):
     """Config: host, port (8006), node, token_id ("user@realm!tokenid"; its secret is the `token` secret_ref),
     verify_ssl (true), ca_file, template_vmid (clone source for compute; else VMs are created), storage
     ("local-lvm"), bridge ("vmbr0"), lxc_template (ostemplate volume id), lxc_templates ({image: volid}),
@@ -517,16 +517,6 @@ class ProxmoxEngine(Engine):
         if nodes.get(self.node) != "online":
             return HealthReport(False, f"node {self.node!r} is {nodes.get(self.node, 'missing')}", ms)
         return HealthReport(True, f"proxmox {version.get('version')}; node {self.node} online", ms)
-
-    def create(self, resource: Mapping[str, Any], ctx: EngineContext) -> ResourceResult:
-        result = self._converge(resource, ctx)
-        result.changed = True
-        return result
-
-    def update(self, resource: Mapping[str, Any], ctx: EngineContext) -> ResourceResult:
-        result = self._converge(resource, ctx)
-        result.adopted = False
-        return result
 
     def read(self, name: str, ctx: EngineContext) -> ResourceResult | None:
         guests = self._guests(ctx, name)

@@ -195,3 +195,19 @@ def test_openapi_schema_and_docs(requester_api: APIClient) -> None:
 def test_browsable_api_renders(requester_api: APIClient) -> None:
     response = requester_api.get("/api/v1/blueprints", HTTP_ACCEPT="text/html")
     assert response.status_code == 200 and b"<html" in response.content.lower()
+
+
+@pytest.mark.parametrize(("trusted", "expected"), [([], "127.0.0.1"), (["127.0.0.1"], "203.0.113.9")])
+def test_audit_records_the_client_ip_behind_trusted_proxies_only(
+    requester_api: APIClient, seed_yaml: str, settings, trusted: list[str], expected: str
+) -> None:  # type: ignore[no-untyped-def]
+    settings.TRUSTED_PROXIES = trusted
+    response = requester_api.post(
+        "/api/v1/blueprints",
+        {"source": seed_yaml},
+        format="json",
+        REMOTE_ADDR="127.0.0.1",
+        HTTP_X_FORWARDED_FOR="203.0.113.9",
+    )
+    assert response.status_code == 201
+    assert set(AuditEvent.objects.values_list("client_ip", flat=True)) == {expected}
