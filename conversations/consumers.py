@@ -11,12 +11,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
+import time
 from typing import Any
 
-from channels.db import database_sync_to_async
+from asgiref.sync import SyncToAsync
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import close_old_connections, connections
 
 from aicdn_project import metrics
 from aicdn_project.errors import ApplicationError
@@ -27,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 16 * 1024
 IPR_POLL_SECONDS = 3.0  # IPR state changes (approvals in the admin) are read back at this pace
+# The agent's context (history, blueprint, IPRs, environments) is kept by the socket and re-read after every turn and
+# when older than this: environment names (the only part no conversation change marks) are at most this stale.
+CONTEXT_MAX_AGE = 20.0
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403  # someone else's conversation, or none with that id: one answer for both
@@ -35,11 +42,49 @@ CLOSE_TOO_LARGE = 1009
 CLOSE_UNSUPPORTED = 1003
 
 
+def _keeps_connection() -> bool:
+    return not getattr(connections["default"], "pool", None)
+
+
+def _drop_if_broken() -> None:
+    """Django's unusable-connection check (close_if_unusable_or_obsolete) without its age rule."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and conn.errors_occurred:
+            if conn.is_usable():
+                conn.errors_occurred = False
+            else:
+                conn.close()
+
+
+def socket_db(fn: Any) -> Any:
+    """channels' database_sync_to_async, except for unpooled connections (SQLite): the sockets' one sync thread keeps
+    its connection between hops (checked for usability first, as Django does), instead of opening one per hop
+    (~0.7 ms of CPU measured, and the message hop is on the first token's path). Pooled connections (PostgreSQL) go
+    back to the pool before and after every hop, as with database_sync_to_async: one held per open socket would
+    drain the pool."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        keep = _keeps_connection()
+        _drop_if_broken() if keep else close_old_connections()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if not keep:
+                close_old_connections()
+
+    return SyncToAsync(functools.wraps(fn)(call), thread_sensitive=True)
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     conversation_id: str = ""
     user: Any = None
 
     async def connect(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._local: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._forwarder: asyncio.Task | None = None
+        self._context: tuple[Any, list[dict[str, str]], Any] | None = None
+        self._context_at = 0.0
         self.ipr_ids: set[int] = set()
         self.ipr_states: dict[int, str] = {}
         self._stack = contextlib.ExitStack()
@@ -52,21 +97,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         requested = self.scope["url_route"]["kwargs"]["conversation_id"]
         try:
-            conversation, iprs = await self._load(requested)
+            conversation, iprs, context = await self._load(requested)
         except ApplicationError:
             await self._close_with("forbidden", "no such conversation of yours", CLOSE_FORBIDDEN)
             return
         self.conversation_id = str(conversation.pk)
+        self._context, self._context_at = context, time.monotonic()
         self._stack.enter_context(metrics.websocket_connection("chat"))
         await self._join(publisher.group_name(self.conversation_id))
         for ipr in iprs:
             await self._follow_ipr(ipr["id"], ipr["state"])
         await self._send({"type": "ready", "conversation_id": self.conversation_id, "iprs": iprs})
         self._poller = asyncio.ensure_future(self._poll_iprs())
+        self._forwarder = asyncio.ensure_future(self._forward_local())
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "_poller", None) is not None:
-            self._poller.cancel()
+        for task in (getattr(self, "_poller", None), getattr(self, "_forwarder", None)):
+            if task is not None:
+                task.cancel()
         for group in getattr(self, "_groups", []):
             await self.channel_layer.group_discard(group, self.channel_name)
         if hasattr(self, "_stack"):
@@ -100,20 +148,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if refused is not None:
             await self._send(refused)
 
-    @database_sync_to_async
+    @socket_db
     def _start(self, text: Any) -> dict[str, Any] | None:
         """Count the message, start the agent's model request, then record the turn: one thread hop, as this is on
-        the first-token path. Storing the messages (turn_start) runs while the model answers; the agent is held at
-        its first event until it is stored (see services.turn_run_gated), and a refused start (Conflict: a turn is
-        running, enforced by the database) reaches only this socket, as before."""
+        the first-token path.
+
+        The agent starts from the context this socket keeps (read when it opened and after every turn), so no read
+        precedes the model request; storing the messages (turn_start) runs while the model answers, and the agent is
+        held at its first event until it is stored (see services.turn_run_gated). The store also tells whether the
+        conversation changed since that context was read (another tab's turn, say): then the early request is
+        dropped and the turn runs from a fresh read. A refused start (Conflict: a turn is running, enforced by the
+        database) reaches only this socket. The turn's events come back to this socket in-process (`_local_sink`);
+        their copies on the channel layer are for the conversation's other sockets."""
         allowed, retry_after = check_rate(scope_key(self.scope), "chat")
         if not allowed:
             return {"type": "error", **rejection_body("chat", retry_after)}
         text = services.message_text_check(text)
-        conversation, history, state = services.turn_prepare(user=self.user, conversation_id=self.conversation_id)
+        context = self._context if time.monotonic() - self._context_at < CONTEXT_MAX_AGE else None
+        if context is None:
+            context = services.turn_prepare(user=self.user, conversation_id=self.conversation_id)
+        conversation, history, state = context
         gate: concurrent.futures.Future = concurrent.futures.Future()
         runner.start_gated_turn(
             conversation_id=self.conversation_id,
+            sink=self._local_sink,
+            origin=self.channel_name,
             user=self.user,
             conversation=conversation,
             text=text,
@@ -122,37 +181,85 @@ class ChatConsumer(AsyncWebsocketConsumer):
             gate=gate,
         )
         try:
-            _conversation, _user_message, reply = services.turn_start(
-                user=self.user, text=text, conversation_id=self.conversation_id
+            _conversation, reply, unchanged = services.turn_start_since(
+                user=self.user, text=text, conversation_id=self.conversation_id, stamp=conversation.updated_at
             )
         except BaseException as exc:
             gate.set_exception(exc)
             raise
-        gate.set_result(reply)
+        self._context = None  # this turn changes the conversation: read again once it ends
+        if unchanged:
+            gate.set_result(reply)
+        else:
+            gate.set_exception(services.StaleContext())
+            runner.start_turn(
+                user_id=self.user.pk,
+                conversation_id=self.conversation_id,
+                message_id=reply.pk,
+                sink=self._local_sink,
+                origin=self.channel_name,
+            )
         return None
 
-    @database_sync_to_async
-    def _load(self, conversation_id: str) -> tuple[Any, list[dict[str, Any]]]:
-        conversation = selectors.conversation_get(user=self.user, conversation_id=conversation_id)
-        return conversation, selectors.conversation_ipr_list(user=self.user, conversation=conversation)
+    def _local_sink(self, event: dict[str, Any]) -> None:
+        """The runner's events of a turn this socket started, handed over in-process (called on the runner's loop)."""
+        self._loop.call_soon_threadsafe(self._local.put_nowait, event)
 
-    @database_sync_to_async
+    async def _forward_local(self) -> None:
+        while True:
+            event = await self._local.get()
+            try:
+                await self._chat(event)
+            except Exception:
+                logger.warning("could not forward a chat event to its socket", exc_info=True)
+
+    @socket_db
+    def _read_context(self) -> tuple[Any, list[dict[str, str]], Any]:
+        return services.turn_prepare(user=self.user, conversation_id=self.conversation_id)
+
+    async def _refresh_context(self) -> None:
+        try:
+            context = await self._read_context()
+        except Exception:
+            logger.warning("could not read a chat socket's context", exc_info=True)
+            return
+        self._context, self._context_at = context, time.monotonic()
+
+    @socket_db
+    def _load(self, conversation_id: str) -> tuple[Any, list[dict[str, Any]], tuple[Any, list[dict[str, str]], Any]]:
+        conversation = selectors.conversation_get(user=self.user, conversation_id=conversation_id)
+        iprs = selectors.conversation_ipr_list(user=self.user, conversation=conversation)
+        return conversation, iprs, services.turn_prepare(user=self.user, conversation_id=conversation.pk)
+
+    @socket_db
     def _ipr_states(self, ipr_ids: list[int]) -> list[dict[str, Any]]:
         return selectors.ipr_states(user=self.user, ipr_ids=ipr_ids)
 
     # -- group events -----------------------------------------------------------------------------------------------
     async def dispatch(self, message: dict[str, Any]) -> None:
+        """channels' dispatch without its thread hop to close database connections before every handler (channels
+        >= 4.2): every database access here goes through `socket_db`, which looks after its connections, and that
+        hop was on the path of every chat message."""
         kind = message.get("type", "")
         if kind.startswith(("deployment.", "ipr.")) and not hasattr(self, kind.replace(".", "_")):
             await self.ipr_event(message)  # a newer event type on an IPR group: forwarded, never a crash
             return
-        await super().dispatch(message)
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {kind}")
+        await handler(message)
 
     async def chat_event(self, message: dict[str, Any]) -> None:
-        event = message["event"]
+        if message.get("origin") == self.channel_name:
+            return  # this socket's own turn: its events came in-process
+        await self._chat(message["event"])
+
+    async def _chat(self, event: dict[str, Any]) -> None:
         if event.get("type") == "ipr" and isinstance(event.get("id"), int):
             await self._follow_ipr(event["id"], event.get("state", ""))
         await self._send(event)
+        if event.get("type") in ("done", "error") and "reply" in event:  # a turn ended: its context is the new one
+            await self._refresh_context()
 
     async def ipr_event(self, message: dict[str, Any]) -> None:
         """deployment.started / deployment.operation / deployment.finished / ipr.* from the IPR's group."""
@@ -204,3 +311,5 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self._refresh_iprs()
             except Exception:
                 logger.warning("could not refresh IPR states for a chat socket", exc_info=True)
+            if time.monotonic() - self._context_at > CONTEXT_MAX_AGE / 2:
+                await self._refresh_context()

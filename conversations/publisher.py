@@ -23,8 +23,12 @@ def publish_event(conversation_id: Any, event: dict[str, Any]) -> None:
     publish(group_name(conversation_id), {"type": "chat.event", "event": event})
 
 
-async def apublish_event(conversation_id: Any, event: dict[str, Any]) -> None:
-    """From the turn runner's event loop, per token: sent at once (turn events are not tied to a transaction)."""
+async def apublish_event(conversation_id: Any, event: dict[str, Any], *, origin: str = "") -> None:
+    """From the turn runner's event loop, per token: sent at once (turn events are not tied to a transaction).
+    `origin`: the channel of the socket that already got the event in-process (consumers.ChatConsumer drops it)."""
     layer = get_channel_layer()
     if layer is not None:
-        await layer.group_send(group_name(conversation_id), {"type": "chat.event", "event": event})
+        message = {"type": "chat.event", "event": event}
+        if origin:
+            message["origin"] = origin
+        await layer.group_send(group_name(conversation_id), message)

@@ -2,12 +2,12 @@
 finds the finished message.
 
 One daemon thread owns an asyncio loop for the process. Each turn runs the (synchronous) agent in a worker thread
-at once, and a pump coroutine on that loop sends its events to the conversation's channels group (websockets of any
-process) and to an optional local sink (the SSE or REST request that started it). Nothing here is cancelled when a
-client goes away. A turn that is running when the web process itself stops is lost with it: its message stays
-"running" until `conversations.services.turn_abandon_stale` (run by `turn_start` for messages older than
-RUNNING_TURN_TIMEOUT) marks it failed, and until then a new turn in that conversation is refused.
-"""
+at once; every event goes straight from the worker to an optional local sink (the SSE request or the websocket that
+started the turn), and a pump coroutine on that loop sends it to the conversation's channels group (websockets of
+any process). Nothing here is cancelled when a client goes away. A turn that is running when the web process itself
+stops is lost with it: its message stays "running" until `conversations.services.turn_abandon_stale` (run by
+`turn_start` when a start is refused, for messages older than RUNNING_TURN_TIMEOUT) marks it failed, and until then
+a new turn in that conversation is refused."""
 
 from __future__ import annotations
 
@@ -56,39 +56,53 @@ class TurnRunner:
             return self._loop
 
     def submit(
-        self, *, user_id: int, conversation_id: Any, message_id: int, sink: Sink | None = None
+        self,
+        *,
+        user_id: int,
+        conversation_id: Any,
+        message_id: int,
+        sink: Sink | None = None,
+        origin: str = "",
     ) -> concurrent.futures.Future:
         """Start a turn; the future resolves when the message is stored and every event was sent."""
-        return self._submit(str(conversation_id), sink, _run_turn, user_id, str(conversation_id), message_id)
+        return self._submit(str(conversation_id), sink, origin, _run_turn, user_id, str(conversation_id), message_id)
 
-    def submit_gated(self, *, conversation_id: Any, sink: Sink | None = None, **turn: Any) -> concurrent.futures.Future:
+    def submit_gated(
+        self, *, conversation_id: Any, sink: Sink | None = None, origin: str = "", **turn: Any
+    ) -> concurrent.futures.Future:
         """Start a turn whose messages the caller is still storing: `services.turn_run_gated(**turn)`."""
-        return self._submit(str(conversation_id), sink, _run_gated_turn, turn)
+        return self._submit(str(conversation_id), sink, origin, _run_gated_turn, turn)
 
-    def _submit(self, conversation_id: str, sink: Sink | None, fn: Callable[..., Any], *args: Any) -> Any:
+    def _submit(self, conversation_id: str, sink: Sink | None, origin: str, fn: Callable[..., Any], *args: Any) -> Any:
         loop = self._ensure()
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         def emit(event: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
-
-        # The worker starts at once (no hop through the loop first); the pump drains its events on the loop.
-        assert self._executor is not None
-        work = self._executor.submit(fn, *args, emit)
-        work.add_done_callback(lambda _f: emit(_END))
-        return asyncio.run_coroutine_threadsafe(self._pump(conversation_id, queue, work, sink), loop)
-
-    async def _pump(
-        self, conversation_id: str, queue: asyncio.Queue[Any], work: concurrent.futures.Future, sink: Sink | None
-    ) -> None:
-        while (event := await queue.get()) is not _END:
+            # The local sink first, straight from the worker (sinks are thread-safe hand-overs): one thread hop
+            # fewer on the way to the client that asked than going through the loop.
             if sink is not None:
                 try:
                     sink(event)
                 except Exception:
                     logger.warning("a chat event sink failed", exc_info=True)
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        # The worker starts at once (no hop through the loop first); the pump drains its events on the loop.
+        assert self._executor is not None
+        work = self._executor.submit(fn, *args, emit)
+        work.add_done_callback(lambda _f: loop.call_soon_threadsafe(queue.put_nowait, _END))
+        return asyncio.run_coroutine_threadsafe(self._pump(conversation_id, queue, work, origin), loop)
+
+    async def _pump(
+        self,
+        conversation_id: str,
+        queue: asyncio.Queue[Any],
+        work: concurrent.futures.Future,
+        origin: str,
+    ) -> None:
+        while (event := await queue.get()) is not _END:
             try:
-                await publisher.apublish_event(conversation_id, event)
+                await publisher.apublish_event(conversation_id, event, origin=origin)
             except Exception:  # the channel layer being down must not stop the turn or the local sink
                 logger.warning("could not publish a chat event to the channel layer", exc_info=True)
         work.result()  # re-raises a failure of the turn itself, logged by the future's consumer
@@ -128,15 +142,21 @@ def get_runner() -> TurnRunner:
         return _runner
 
 
-def start_turn(*, user_id: int, conversation_id: Any, message_id: int, sink: Sink | None = None) -> Any:
-    future = get_runner().submit(user_id=user_id, conversation_id=conversation_id, message_id=message_id, sink=sink)
+def start_turn(
+    *, user_id: int, conversation_id: Any, message_id: int, sink: Sink | None = None, origin: str = ""
+) -> Any:
+    """Run a stored turn. `sink` gets every event first, in this process (the SSE stream or the socket that asked);
+    `origin` names that socket's channel in the group copies, so it can drop what it already has."""
+    future = get_runner().submit(
+        user_id=user_id, conversation_id=conversation_id, message_id=message_id, sink=sink, origin=origin
+    )
     future.add_done_callback(_log_failure)
     return future
 
 
-def start_gated_turn(*, conversation_id: Any, sink: Sink | None = None, **turn: Any) -> Any:
+def start_gated_turn(*, conversation_id: Any, sink: Sink | None = None, origin: str = "", **turn: Any) -> Any:
     """Start the agent before the turn is stored; see `services.turn_run_gated` (the caller resolves turn["gate"])."""
-    future = get_runner().submit_gated(conversation_id=conversation_id, sink=sink, **turn)
+    future = get_runner().submit_gated(conversation_id=conversation_id, sink=sink, origin=origin, **turn)
     future.add_done_callback(_log_failure)
     return future
 

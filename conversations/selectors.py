@@ -16,13 +16,15 @@ def conversation_list(*, user: Any) -> QuerySet[Conversation]:
     return Conversation.objects.filter(owner=user).select_related("blueprint", "blueprint_version")
 
 
-def conversation_get(*, user: Any, conversation_id: Any) -> Conversation:
-    """The user's own conversation; NotFound for a missing one and for someone else's alike (ids are not probed)."""
+def conversation_get(*, user: Any, conversation_id: Any, for_update: bool = False) -> Conversation:
+    """The user's own conversation; NotFound for a missing one and for someone else's alike (ids are not probed).
+    `for_update` locks its row (and joins nothing, so no other row is locked)."""
     try:
         key = uuid.UUID(str(conversation_id))
     except ValueError:
         key = None
-    conversation = conversation_list(user=user).filter(pk=key).first() if key else None
+    rows = Conversation.objects.select_for_update().filter(owner=user) if for_update else conversation_list(user=user)
+    conversation = rows.filter(pk=key).first() if key else None
     if conversation is None:
         raise NotFound(f"conversation {str(conversation_id)[:64]} not found", code="conversation_not_found")
     return conversation
@@ -73,7 +75,8 @@ def agent_state(*, user: Any, conversation: Conversation) -> AgentState:
 
 def last_provenance(*, conversation: Conversation) -> dict[str, Any]:
     """The model, the latest generation intent and recent tool calls of the conversation (an IPR's provenance)."""
-    model, intent, calls = "", None, []
+    model, intent = "", None
+    calls: list[dict[str, Any]] = []
     for message in conversation.messages.filter(role=MessageRole.ASSISTANT).order_by("-id")[:10]:
         model = model or message.model
         if intent is None:

@@ -6,7 +6,7 @@ import itertools
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -30,6 +30,10 @@ RUNNING_TURN_TIMEOUT = 15 * 60
 GATE_TIMEOUT = 60.0
 
 
+class StaleContext(Exception):
+    """A gated turn's context was read before the conversation last changed: the turn runs again from a new read."""
+
+
 def _title_from(text: str) -> str:
     words = " ".join(text.split())
     return words if len(words) <= 80 else words[:77].rsplit(" ", 1)[0] + "..."
@@ -44,12 +48,12 @@ def message_text_check(text: Any) -> str:
         raise ValidationFailed(
             "send a non-empty message", code="empty_message", details={"errors": [{"path": "$.message"}]}
         )
-    text = text.strip()
-    if len(text) > MAX_MESSAGE_CHARS:
+    stripped: str = text.strip()
+    if len(stripped) > MAX_MESSAGE_CHARS:
         raise ValidationFailed(
-            f"the message is {len(text)} characters; keep it under {MAX_MESSAGE_CHARS}", code="message_too_long"
+            f"the message is {len(stripped)} characters; keep it under {MAX_MESSAGE_CHARS}", code="message_too_long"
         )
-    return text
+    return stripped
 
 
 def turn_abandon_stale(*, conversation: Conversation) -> int:
@@ -64,28 +68,55 @@ def turn_abandon_stale(*, conversation: Conversation) -> int:
 
 def turn_start(*, user: Any, text: Any, conversation_id: Any = None) -> tuple[Conversation, Message, Message]:
     """Record the user's message and a running assistant message; Conflict when a turn already runs."""
+    conversation, user_message, reply, _previous = _turn_start(user=user, text=text, conversation_id=conversation_id)
+    return conversation, user_message, reply
+
+
+def turn_start_since(
+    *, user: Any, text: Any, conversation_id: Any, stamp: datetime | None
+) -> tuple[Conversation, Message, bool]:
+    """`turn_start` for a caller that already read the turn's context (`turn_prepare`): also says whether the
+    conversation is unchanged since that read (its `updated_at` is still `stamp`: no turn ended, no IPR was opened
+    from it, no blueprint change), i.e. whether that context is still the conversation's."""
+    conversation, _user_message, reply, previous = _turn_start(user=user, text=text, conversation_id=conversation_id)
+    return conversation, reply, stamp is not None and previous == stamp
+
+
+def _turn_start(
+    *, user: Any, text: Any, conversation_id: Any
+) -> tuple[Conversation, Message, Message, datetime | None]:
     text = message_text_check(text)
     with transaction.atomic():
         if conversation_id in (None, ""):
-            conversation = conversation_create(owner=user, title=text)
+            conversation, previous = conversation_create(owner=user, title=text), None
         else:
-            conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
-            conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+            # Locked: concurrent starts of one conversation queue here (PostgreSQL); SQLite serialises writers.
+            conversation = selectors.conversation_get(user=user, conversation_id=conversation_id, for_update=True)
+            previous = conversation.updated_at
             if not conversation.title:
                 conversation.title = _title_from(text)
-            turn_abandon_stale(conversation=conversation)
-        if conversation.messages.filter(status=MessageStatus.RUNNING).exists():
-            raise Conflict("the assistant is still answering in this conversation", code="turn_running")
+        user_message, reply = _turn_messages(conversation, text)
+        conversation.save(update_fields=["title", "updated_at"])
+    return conversation, user_message, reply, previous
+
+
+def _turn_messages(conversation: Conversation, text: str) -> tuple[Message, Message]:
+    """Insert the user's message and the running reply in one statement. The database allows one running message
+    per conversation: a refusal means a turn runs, unless that turn is stale (its process died), which is then
+    marked failed and the insert tried once more."""
+    for attempt in (1, 2):
+        pair = [
+            Message(conversation=conversation, role=MessageRole.USER, content=text),
+            Message(conversation=conversation, role=MessageRole.ASSISTANT, status=MessageStatus.RUNNING),
+        ]
         try:
             with transaction.atomic():
-                user_message = Message.objects.create(conversation=conversation, role=MessageRole.USER, content=text)
-                reply = Message.objects.create(
-                    conversation=conversation, role=MessageRole.ASSISTANT, status=MessageStatus.RUNNING
-                )
-        except IntegrityError as exc:  # a concurrent start won the one-running-message constraint
-            raise Conflict("the assistant is still answering in this conversation", code="turn_running") from exc
-        conversation.save(update_fields=["title", "updated_at"])
-    return conversation, user_message, reply
+                Message.objects.bulk_create(pair)
+            return pair[0], pair[1]
+        except IntegrityError as exc:
+            if attempt == 2 or not turn_abandon_stale(conversation=conversation):
+                raise Conflict("the assistant is still answering in this conversation", code="turn_running") from exc
+    raise AssertionError("unreachable")
 
 
 def _message_view(message: Message) -> dict[str, Any]:
@@ -144,7 +175,8 @@ def turn_run_gated(
     client: LLMClient | None = None,
 ) -> Message | None:
     """Start the agent (its model request) at once, while the caller stores the turn with `turn_start` and then
-    resolves `gate` with the running assistant message (or with turn_start's exception).
+    resolves `gate` with the running assistant message (or with turn_start's exception, or StaleContext when the
+    context given here is no longer the conversation's: the caller then runs the stored turn with `turn_run`).
 
     Nothing is emitted and no tool runs before the gate opens: the agent is held at its first event (a tool call
     is yielded before the tool runs), so a refused start (another turn running, the constraint) costs only an
@@ -155,6 +187,7 @@ def turn_run_gated(
     events = agent.run(text, history=history, state=state)
     first: dict[str, Any] | None = None
     failure: BaseException | None = None
+
     try:
         first = next(events)
     except StopIteration:

@@ -64,6 +64,12 @@ def docker_errors(what: str) -> Iterator[None]:
         raise EngineError(f"{what}: {exc}", permanent=False) from exc
 
 
+def _known(value: str | None) -> str:
+    """An id or name the daemon always reports for an object it listed or inspected (the SDK types it optional)."""
+    assert value is not None
+    return value
+
+
 @register_engine("docker")
 class DockerEngine(ConvergingEngine):
     """Config: base_url (e.g. unix:///run/docker.sock; default: DOCKER_HOST / the local socket), timeout (s),
@@ -127,7 +133,7 @@ class DockerEngine(ConvergingEngine):
         return base if instance is None else f"{base}-{instance}"
 
     @staticmethod
-    def _filters(ctx: EngineContext, name: str | None = None) -> dict[str, list[str]]:
+    def _filters(ctx: EngineContext, name: str | None = None) -> dict[str, str | list[str] | bool]:
         selected = [f"{L.MANAGED}=true", f"{L.ENV}={ctx.environment}"]
         if name is not None:
             selected.append(f"{L.RESOURCE}={name}")
@@ -311,7 +317,7 @@ class DockerEngine(ConvergingEngine):
             name=name,
             type=rtype,
             status="running" if statuses == {"running"} else ",".join(sorted(statuses)),
-            object_ids=[c.id for c in containers],
+            object_ids=[_known(c.id) for c in containers],
             outputs=outputs,
             labels=dict(first.labels),
             adopted=adopted,
@@ -356,7 +362,7 @@ class DockerEngine(ConvergingEngine):
             name=name,
             type="network",
             status="available",
-            object_ids=[net.id],
+            object_ids=[_known(net.id)],
             outputs={"network": net.name, "cidr": configs[0].get("Subnet", "") if configs else ""},
             labels=dict(net.attrs.get("Labels") or {}),
             adopted=adopted,
@@ -439,7 +445,7 @@ class DockerEngine(ConvergingEngine):
                 name=name,
                 type="network",
                 status="available",
-                object_ids=[net.id],
+                object_ids=[_known(net.id)],
                 outputs={"network": net.name, "cidr": configs[0].get("Subnet", "") if configs else ""},
                 labels=dict(net.attrs.get("Labels") or {}),
                 changed=False,
@@ -462,14 +468,14 @@ class DockerEngine(ConvergingEngine):
         deleted: list[str] = []
         for c in self._managed_containers(ctx, name):
             self._remove_container(c)
-            deleted.append(c.id)
+            deleted.append(_known(c.id))
         with docker_errors(f"deleting {name}"):
             for net in self.client.networks.list(filters=self._filters(ctx, name)):
                 try:
                     net.remove()
                 except docker.errors.NotFound:
                     continue
-                deleted.append(net.id)
+                deleted.append(_known(net.id))
             for vol in self.client.volumes.list(filters=self._filters(ctx, name)):
                 try:
                     vol.remove()
@@ -481,10 +487,12 @@ class DockerEngine(ConvergingEngine):
     def list_managed(self, ctx: EngineContext) -> list[ManagedObject]:
         found: list[ManagedObject] = []
         for c in self._managed_containers(ctx):
-            found.append(ManagedObject("container", c.id, c.name, dict(c.labels)))
+            found.append(ManagedObject("container", _known(c.id), _known(c.name), dict(c.labels)))
         with docker_errors("listing managed networks and volumes"):
             for net in self.client.networks.list(filters=self._filters(ctx)):
-                found.append(ManagedObject("network", net.id, net.name, dict(net.attrs.get("Labels") or {})))
+                found.append(
+                    ManagedObject("network", _known(net.id), _known(net.name), dict(net.attrs.get("Labels") or {}))
+                )
             for vol in self.client.volumes.list(filters=self._filters(ctx)):
                 found.append(ManagedObject("volume", vol.name, vol.name, dict(vol.attrs.get("Labels") or {})))
         return found

@@ -12,6 +12,7 @@ records the outcome with `deployment_finish` in the transaction that moves the I
 
 from __future__ import annotations
 
+import heapq
 import logging
 import queue
 import random
@@ -23,7 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -54,6 +55,12 @@ APPLY_ACTIONS = (CREATE, UPDATE, REPLACE)
 # Operation statuses that satisfy a dependency. A skipped operation is a no-op (a skipped one after a failure is
 # never waited on: nothing is scheduled once something failed).
 _DONE = (OS.SUCCEEDED, OS.SKIPPED)
+
+
+# The writer stores finished operations in batches: at most STORE_BATCH per transaction, gathered for STORE_LINGER s.
+STORE_BATCH = 64
+STORE_LINGER = 0.005
+_FLUSH = object()
 
 
 class LeaseLost(Exception):
@@ -221,7 +228,7 @@ def _finalise(deployment: Deployment, *, status: str, error: str, result: dict[s
     env, engine = deployment.environment.name, deployment.environment.engine
     started = deployment.started_at or deployment.created_at
     duration = max(0.0, (now - started).total_seconds())
-    outcome = {DS.SUCCEEDED: "succeeded", DS.FAILED: "failed", DS.CANCELLED: "cancelled"}[status]
+    outcome = {DS.SUCCEEDED.value: "succeeded", DS.FAILED.value: "failed", DS.CANCELLED.value: "cancelled"}[status]
 
     def count() -> None:
         metrics.DEPLOYMENTS.labels(environment=env, engine=engine, result=outcome).inc()
@@ -271,6 +278,8 @@ class _Op:
     attempts: int
     prerequisites: list[str] = field(default_factory=list)
     priority: int = 0
+    started: float = 0.0  # monotonic time it was marked running in this run
+    error: str = ""  # why it failed in this run
 
 
 @dataclass
@@ -321,12 +330,87 @@ def _priorities(ops: dict[str, _Op]) -> None:
 def _backoff(attempt: int) -> float:
     base = float(settings.AICDN_DEPLOY_RETRY_BACKOFF)
     cap = float(settings.AICDN_DEPLOY_RETRY_BACKOFF_MAX)
-    delay = min(cap, base * (2 ** (attempt - 1)))
+    delay = min(cap, base * 2.0 ** (attempt - 1))
     return delay * random.uniform(0.8, 1.2)  # jitter, so retries of parallel operations spread out
 
 
+class _SQL:
+    """The executor's per-operation statements, written out (identifiers and placeholders only: every value is a
+    parameter).
+
+    They run once or twice for every resource operation, on threads sharing one GIL with the engine calls; built
+    through the ORM each took 0.3-1 ms of CPU to compile (an UPDATE filtered across the lease join compiles a
+    subquery), which bench/deploy.py measured as the executor's main overhead. Values go through the model fields'
+    own database preparation, so both backends get what the ORM would send.
+    """
+
+    @staticmethod
+    def _q(name: str) -> str:
+        return connection.ops.quote_name(name)
+
+    @classmethod
+    def _tables(cls) -> tuple[str, str]:
+        return cls._q(ResourceOperation._meta.db_table), cls._q(Deployment._meta.db_table)
+
+    @classmethod
+    def _held(cls) -> str:
+        # The lease holder's condition on the deployment row: [deployment id, "running", owner].
+        return f"SELECT 1 FROM {cls._tables()[1]} WHERE id = %s AND status = %s AND lease_owner = %s"  # noqa: S608
+
+    @classmethod
+    def mark_running(cls, count: int) -> str:
+        # [status, started_at, updated_at, *ids, "pending", *lease]
+        ops = cls._tables()[0]
+        return (
+            f"UPDATE {ops} SET status = %s, started_at = %s, updated_at = %s, attempts = attempts + 1, "  # noqa: S608
+            f"error = '' WHERE id IN ({', '.join(['%s'] * count)}) AND status = %s AND EXISTS ({cls._held()})"
+        )
+
+    @classmethod
+    def lease_held(cls) -> str:
+        # [*lease]; locks the deployment row where the database can.
+        return cls._held() + (" FOR UPDATE" if connection.features.has_select_for_update else "")
+
+    @classmethod
+    def store_finished(cls) -> str:
+        # [status, output, error, finished_at, duration_ms, updated_at, id]
+        ops = cls._tables()[0]
+        return (
+            f"UPDATE {ops} SET status = %s, output = %s, error = %s, finished_at = %s, duration_ms = %s, "  # noqa: S608
+            "updated_at = %s WHERE id = %s"
+        )
+
+    @staticmethod
+    def datetime(value: Any) -> Any:
+        return ResourceOperation._meta.get_field("finished_at").get_db_prep_save(value, connection)
+
+    @staticmethod
+    def json(value: Any) -> Any:
+        return ResourceOperation._meta.get_field("output").get_db_prep_save(value, connection)
+
+
+@dataclass
+class _Finished:
+    """What a slot thread hands back for one operation: the engine's answer, not yet stored (the writer stores it)."""
+
+    op: _Op
+    status: str  # succeeded | failed | lease_lost
+    attempt: int
+    outcome: dict[str, Any] | None = None
+    error: str = ""
+    finished_at: Any = None
+    duration_ms: float = 0.0
+
+
 class _Run:
-    """One worker's run of one deployment."""
+    """One worker's run of one deployment: the engine calls of its operations and the rows that record them.
+
+    The scheduler marks a batch of ready operations running in one statement, slot threads make the engine calls
+    (at most `parallelism` at a time) and hand each answer straight back, and one writer thread stores finished
+    operations in batches (a transaction each). So an engine slot is never held by bookkeeping, and dependents start
+    as soon as the engine answered. An operation whose answer is not stored yet when the worker dies is `running` in
+    the database: the next holder runs it again, which every engine operation allows (idempotent through labels).
+    """
 
     def __init__(self, deployment: Deployment, owner: str, engine: Engine, ctx: EngineContext) -> None:
         self.deployment = deployment
@@ -339,6 +423,10 @@ class _Run:
         self.max_attempts = int(settings.AICDN_DEPLOY_MAX_ATTEMPTS)
 
     # -- persistence, each write fenced by the lease: a worker that lost the deployment writes nothing more
+
+    @property
+    def _lease(self) -> list[Any]:
+        return [self.deployment.pk, DS.RUNNING, self.owner]
 
     def _fenced(self, op: _Op) -> Any:
         return ResourceOperation.objects.filter(
@@ -361,6 +449,24 @@ class _Run:
             },
         )
 
+    def mark_running(self, ops: list[_Op]) -> bool:
+        """Mark a batch of pending operations running, all or none; False when the lease is gone."""
+        now = timezone.now()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                _SQL.mark_running(len(ops)),
+                [OS.RUNNING, *[_SQL.datetime(now)] * 2, *[op.pk for op in ops], OS.PENDING, *self._lease],
+            )
+            if cursor.rowcount != len(ops):
+                transaction.set_rollback(True)  # the new holder finds them as they were
+                return False
+            started = time.monotonic()
+            for op in ops:
+                op.attempts += 1
+                op.started = started
+                self._event(op, OS.RUNNING, op.attempts)
+        return True
+
     def _call(self, op: _Op) -> dict[str, Any]:
         """One engine call for the operation; returns what to store as its output."""
 
@@ -381,51 +487,100 @@ class _Run:
         gone = timed("delete", lambda: self.engine.delete(op.resource, self.ctx))
         return {"result": None, "deleted_ids": gone.deleted_ids}
 
-    def run_operation(self, op: _Op) -> _OpResult:
+    def run_operation(self, op: _Op) -> _Finished:
+        """The engine call(s) of one operation marked running, with retries of transient errors. Stores nothing on
+        the way out: the writer does (retries record their attempt count as they happen)."""
+        attempt = op.attempts
         try:
-            return self._run_operation(op)
+            tries = 0
+            while True:
+                tries += 1
+                try:
+                    outcome = self._call(op)
+                    break
+                except EngineError as exc:
+                    message = exc.message
+                    if exc.permanent or tries >= self.max_attempts:
+                        metrics.RESOURCE_OPERATIONS.labels(engine=self.kind, operation=op.action, result="error").inc()
+                        why = "" if exc.permanent else f" (gave up after {tries} attempts)"
+                        return self._finished(op, OS.FAILED, attempt, error=f"{message}{why}")
+                    metrics.RESOURCE_OPERATIONS.labels(engine=self.kind, operation=op.action, result="retry").inc()
+                    self._event(op, "retrying", attempt, message)
+                    time.sleep(_backoff(tries))
+                    attempt += 1
+                    if not self._fenced(op).update(attempts=attempt, error=message[:10000]):
+                        return _Finished(op, "lease_lost", attempt)
+                except ApplicationError as exc:
+                    metrics.RESOURCE_OPERATIONS.labels(engine=self.kind, operation=op.action, result="error").inc()
+                    return self._finished(op, OS.FAILED, attempt, error=exc.message)
         except Exception as exc:  # a bug or a database outage: the operation failed, the scheduler stops cleanly
             logger.exception("operation %s %s of deployment %s crashed", op.action, op.resource, self.deployment.pk)
-            return _OpResult(OS.FAILED, f"{type(exc).__name__}: {exc}")
-
-    def _run_operation(self, op: _Op) -> _OpResult:
-        started = timezone.now()
-        t0 = time.monotonic()
-        attempt = op.attempts + 1
-        if (
-            not self._fenced(op)
-            .filter(status=OS.PENDING)
-            .update(status=OS.RUNNING, started_at=started, attempts=attempt, error="")
-        ):
-            return _OpResult("lease_lost")
-        self._event(op, OS.RUNNING, attempt)
-        tries = 0
-        while True:
-            tries += 1
-            try:
-                outcome = self._call(op)
-                break
-            except EngineError as exc:
-                message = exc.message
-                if exc.permanent or tries >= self.max_attempts:
-                    metrics.RESOURCE_OPERATIONS.labels(engine=self.kind, operation=op.action, result="error").inc()
-                    why = "" if exc.permanent else f" (gave up after {tries} attempts)"
-                    return self._failed(op, f"{message}{why}", attempt, t0)
-                metrics.RESOURCE_OPERATIONS.labels(engine=self.kind, operation=op.action, result="retry").inc()
-                self._event(op, "retrying", attempt, message)
-                time.sleep(_backoff(tries))
-                attempt += 1
-                if not self._fenced(op).update(attempts=attempt, error=message[:10000]):
-                    return _OpResult("lease_lost")
-            except ApplicationError as exc:
-                metrics.RESOURCE_OPERATIONS.labels(engine=self.kind, operation=op.action, result="error").inc()
-                return self._failed(op, exc.message, attempt, t0)
+            return self._finished(op, OS.FAILED, attempt, error=f"{type(exc).__name__}: {exc}")
         metrics.RESOURCE_OPERATIONS.labels(engine=self.kind, operation=op.action, result="ok").inc()
-        return self._succeeded(op, outcome, attempt, t0)
+        return self._finished(op, OS.SUCCEEDED, attempt, outcome=outcome)
 
-    def _succeeded(self, op: _Op, outcome: dict[str, Any], attempt: int, t0: float) -> _OpResult:
-        res = outcome["result"]
-        output: dict[str, Any] = {"deleted_ids": outcome["deleted_ids"]} if outcome["deleted_ids"] else {}
+    def _finished(
+        self, op: _Op, status: str, attempt: int, *, outcome: dict[str, Any] | None = None, error: str = ""
+    ) -> _Finished:
+        return _Finished(
+            op,
+            status,
+            attempt,
+            outcome=outcome,
+            error=error,
+            finished_at=timezone.now(),
+            duration_ms=(time.monotonic() - op.started) * 1000,
+        )
+
+    def store(self, batch: list[_Finished]) -> bool:
+        """Store finished operations and the recorded state they leave, in one transaction under the lease; their
+        events follow the commit. False (nothing stored) when another worker holds the deployment now: it runs these
+        (idempotent) operations again and records them itself."""
+        with transaction.atomic(), connection.cursor() as cursor:
+            # The deployment row, locked: a claim by another worker waits for this commit (PostgreSQL; SQLite
+            # serialises writers anyway), so nothing is stored for a lease that changed hands.
+            cursor.execute(_SQL.lease_held(), self._lease)
+            if cursor.fetchone() is None:
+                return False
+            rows, ready = [], []
+            for item in batch:
+                op = item.op
+                if item.status == OS.SUCCEEDED:
+                    output = self._output(item.outcome or {})
+                    rows.append((OS.SUCCEEDED, output, "", item.finished_at, item.duration_ms, op.pk))
+                    if op.action == DELETE:
+                        resource_state_delete(environment=self.environment, name=op.resource)
+                    else:
+                        ready.append(self._ready_state(op, (item.outcome or {}).get("result")))
+                    self._event(op, OS.SUCCEEDED, item.attempt)
+                else:
+                    rows.append((OS.FAILED, {}, item.error[:10000], item.finished_at, item.duration_ms, op.pk))
+                    resource = op.spec if op.action != DELETE else {"name": op.resource, "type": op.type}
+                    # A failed create leaves a `failed` record (the next plan replaces it); a failed update or delete
+                    # keeps the spec that is deployed and marks it failed.
+                    resource_state_record(
+                        environment=self.environment,
+                        resource=resource,
+                        status=ResourceStatus.FAILED,
+                        deployment_id=self.ctx.deployment_id,
+                        error=item.error,
+                    )
+                    self._event(op, OS.FAILED, item.attempt, item.error)
+            now = _SQL.datetime(timezone.now())
+            cursor.executemany(
+                _SQL.store_finished(),
+                [
+                    (status, _SQL.json(output), error, _SQL.datetime(at), ms, now, pk)
+                    for status, output, error, at, ms, pk in rows
+                ],
+            )
+            self._record_ready(ready)
+        return True
+
+    @staticmethod
+    def _output(outcome: dict[str, Any]) -> dict[str, Any]:
+        res = outcome.get("result")
+        output: dict[str, Any] = {"deleted_ids": outcome["deleted_ids"]} if outcome.get("deleted_ids") else {}
         if res is not None:
             output.update(
                 object_ids=res.object_ids,
@@ -434,46 +589,34 @@ class _Run:
                 adopted=res.adopted,
                 changed=res.changed,
             )
-        with transaction.atomic():
-            done = self._fenced(op).update(
-                status=OS.SUCCEEDED,
-                output=output,
-                error="",
-                finished_at=timezone.now(),
-                duration_ms=(time.monotonic() - t0) * 1000,
-            )
-            if not done:
-                # Applied, but another worker holds the deployment now: it re-runs this (idempotent) operation and
-                # records the state itself.
-                return _OpResult("lease_lost")
-            if op.action == DELETE:
-                resource_state_delete(environment=self.environment, name=op.resource)
-            else:
-                self._record_ready(op, res)
-            self._event(op, OS.SUCCEEDED, attempt)
-        return _OpResult(OS.SUCCEEDED)
+        return output
 
-    def _record_ready(self, op: _Op, res: Any) -> None:
-        """`resource_state_record(status=READY, result=res)` in one statement (INSERT ... ON CONFLICT DO UPDATE).
+    def _ready_state(self, op: _Op, res: Any) -> ResourceState:
+        return ResourceState(
+            environment=self.environment,
+            name=op.spec["name"],
+            type=op.spec["type"],
+            spec=dict(op.spec),
+            status=ResourceStatus.READY,
+            deployment_id=self.ctx.deployment_id,
+            error="",
+            outputs=res.outputs,
+            engine_object_ids=res.object_ids,
+        )
+
+    @staticmethod
+    def _record_ready(states: list[ResourceState]) -> None:
+        """`resource_state_record(status=READY, result=res)` for a batch, in one statement (INSERT ... ON CONFLICT
+        DO UPDATE).
 
         For READY the recorded spec is always the new entry, so no read of the existing row is needed; the service
         reads it first and then runs update_or_create (a SELECT, a SELECT FOR UPDATE and two savepoints): six round
-        trips per operation, on the path of every deployed resource. Failures still go through the service.
+        trips per resource, on the path of every deployed resource. Failures still go through the service.
         """
+        if not states:
+            return
         ResourceState.objects.bulk_create(
-            [
-                ResourceState(
-                    environment=self.environment,
-                    name=op.spec["name"],
-                    type=op.spec["type"],
-                    spec=dict(op.spec),
-                    status=ResourceStatus.READY,
-                    deployment_id=self.ctx.deployment_id,
-                    error="",
-                    outputs=res.outputs,
-                    engine_object_ids=res.object_ids,
-                )
-            ],
+            states,
             update_conflicts=True,
             unique_fields=["environment", "name"],
             update_fields=[
@@ -488,70 +631,107 @@ class _Run:
             ],
         )
 
-    def _failed(self, op: _Op, error: str, attempt: int, t0: float) -> _OpResult:
-        with transaction.atomic():
-            done = self._fenced(op).update(
-                status=OS.FAILED,
-                error=error[:10000],
-                finished_at=timezone.now(),
-                duration_ms=(time.monotonic() - t0) * 1000,
-            )
-            if not done:
-                return _OpResult("lease_lost")
-            resource = op.spec if op.action != DELETE else {"name": op.resource, "type": op.type}
-            # A failed create leaves a `failed` record (the next plan replaces it); a failed update or delete keeps
-            # the spec that is deployed and marks it failed.
-            resource_state_record(
-                environment=self.environment,
-                resource=resource,
-                status=ResourceStatus.FAILED,
-                deployment_id=self.ctx.deployment_id,
-                error=error,
-            )
-            self._event(op, OS.FAILED, attempt, error)
-        return _OpResult(OS.FAILED, error)
-
 
 class _Pool:
-    """Threads that run operations for one deployment run. Each keeps its own database connection for the whole run
-    (opening one per operation costs a PostgreSQL backend fork each time) and closes it when the run ends."""
+    """Threads for one deployment run: `size` slot threads making engine calls and one writer storing what they
+    finished. Each keeps its own database connection for the whole run (opening one per operation costs a
+    PostgreSQL backend fork each time) and closes it when the run ends.
 
-    def __init__(self, size: int, work: Callable[[_Op], _OpResult], *, name: str) -> None:
-        self._work = work
+    Everything comes back to the scheduler on one queue: ("finished", _Finished) from a slot as soon as its engine
+    call returns, and ("stored", count, problem) from the writer after each batch, problem being None, "lease_lost"
+    or an error message.
+    """
+
+    def __init__(self, size: int, run: _Run, *, name: str) -> None:
+        self._run = run
         self._tasks: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self._done: queue.SimpleQueue[tuple[_Op, _OpResult]] = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(size)]
-        for thread in self._threads:
+        self._writes: queue.SimpleQueue[_Finished | object | None] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._slot, name=f"{name}-{i}", daemon=True) for i in range(size)]
+        self._writer = threading.Thread(target=self._write, name=f"{name}-writer", daemon=True)
+        for thread in [*self._threads, self._writer]:
             thread.start()
 
-    def _loop(self) -> None:
+    def _slot(self) -> None:
         try:
             while (op := self._tasks.get()) is not None:
-                self._done.put((op, self._work(op)))
+                self._events.put(("finished", self._run.run_operation(op)))
+        finally:
+            connections.close_all()
+
+    def _write(self) -> None:
+        try:
+            stop = False
+            while not stop:
+                first = self._writes.get()
+                if first is None:
+                    break
+                if not isinstance(first, _Finished):  # a flush with nothing held
+                    continue
+                batch = [first]
+                # What else finishes within STORE_LINGER goes in the same transaction: a transaction per operation
+                # cost the writer more CPU than the operations' own rows (measured with bench/deploy.py), and a
+                # few milliseconds' delay in recording is off every operation's path.
+                until = time.monotonic() + STORE_LINGER
+                while len(batch) < STORE_BATCH:
+                    try:
+                        item = self._writes.get(timeout=max(0.0, until - time.monotonic()))
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                    if not isinstance(item, _Finished):  # the end, or a flush: nothing more is running
+                        break
+                    batch.append(item)
+                problem: str | None = None
+                try:
+                    if not self._run.store(batch):
+                        problem = "lease_lost"
+                except Exception as exc:  # a database outage: the run stops scheduling and fails
+                    logger.exception("could not store %d finished operation(s)", len(batch))
+                    problem = f"could not store the operations' results: {type(exc).__name__}: {exc}"
+                self._events.put(("stored", len(batch), problem))
         finally:
             connections.close_all()
 
     def submit(self, op: _Op) -> None:
         self._tasks.put(op)
 
-    def results(self, timeout: float) -> list[tuple[_Op, _OpResult]]:
-        """Finished operations: waits up to `timeout` s for the first, then takes whatever else is done."""
+    def store(self, finished: _Finished) -> None:
+        self._writes.put(finished)
+
+    def flush(self) -> None:
+        """Nothing else is running: the writer stores what it holds without waiting for more."""
+        self._writes.put(_FLUSH)
+
+    def events(self, timeout: float) -> list[tuple[Any, ...]]:
+        """What came back: waits up to `timeout` s for the first, then takes whatever else is there."""
         try:
-            found = [self._done.get(timeout=timeout)] if timeout > 0 else [self._done.get_nowait()]
+            found = [self._events.get(timeout=timeout)] if timeout > 0 else [self._events.get_nowait()]
         except queue.Empty:
             return []
         while True:
             try:
-                found.append(self._done.get_nowait())
+                found.append(self._events.get_nowait())
             except queue.Empty:
                 return found
 
     def shutdown(self) -> None:
-        """Let operations in flight finish, then stop every thread."""
+        """Let operations in flight finish and their results be stored, then stop every thread. (After a normal run
+        the scheduler has already handed every result to the writer; after an error it may not have.)"""
         for _ in self._threads:
             self._tasks.put(None)
         for thread in self._threads:
             thread.join()
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if event[0] == "finished" and event[1].status != "lease_lost":
+                self._writes.put(event[1])
+        self._writes.put(None)
+        self._writer.join()
 
 
 def _load_ops(deployment: Deployment) -> dict[str, _Op]:
@@ -619,33 +799,62 @@ def deployment_execute(
     interval = max(0.5, lease_seconds() / 4)
     last_beat = time.monotonic()
     lease_lost: str | None = None
-    in_flight = 0
+    store_error: str | None = None
+    in_flight = unstored = 0
+    # The DAG as counters: an operation is ready when its count of unfinished prerequisites reaches 0; the ready
+    # heap yields the longest remaining chain first.
+    waiting_on = {name: sum(1 for p in op.prerequisites if ops[p].status not in _DONE) for name, op in ops.items()}
+    dependents: dict[str, list[str]] = {name: [] for name in ops}
+    for op in ops.values():
+        for pre in op.prerequisites:
+            dependents[pre].append(op.resource)
+    ready: list[tuple[int, int, str]] = []
+    for name, op in ops.items():
+        if op.status == OS.PENDING and not waiting_on[name]:
+            heapq.heappush(ready, (-op.priority, op.position, name))
     todo = sum(1 for op in ops.values() if op.status == OS.PENDING)
-    pool = _Pool(min(parallelism, max(1, todo)), run.run_operation, name=f"deploy-{deployment.pk}")
+    pool = _Pool(min(parallelism, max(1, todo)), run, name=f"deploy-{deployment.pk}")
     try:
         while True:
-            if not failures and lease_lost is None:
-                ready = [
-                    op
-                    for op in ops.values()
-                    if op.status == OS.PENDING and all(ops[p].status in _DONE for p in op.prerequisites)
-                ]
-                ready.sort(key=lambda o: (-o.priority, o.position))
-                for op in ready[: parallelism - in_flight]:
-                    op.status = OS.RUNNING
-                    pool.submit(op)
-                    in_flight += 1
-            if not in_flight:
+            if not failures and lease_lost is None and store_error is None and ready and in_flight < parallelism:
+                batch = [ops[heapq.heappop(ready)[2]] for _ in range(min(len(ready), parallelism - in_flight))]
+                if run.mark_running(batch):
+                    for op in batch:
+                        op.status = OS.RUNNING
+                        pool.submit(op)
+                    in_flight += len(batch)
+                else:
+                    lease_lost = f"deployment {deployment.pk} is no longer held by {owner}"
+            if not in_flight and not unstored:
                 break
+            if not in_flight:
+                pool.flush()
             timeout = max(0.0, interval - (time.monotonic() - last_beat))
-            for op, outcome in pool.results(timeout):
+            for event in pool.events(timeout):
+                if event[0] == "stored":
+                    unstored -= event[1]
+                    if event[2] == "lease_lost":
+                        lease_lost = lease_lost or "lost the lease while storing finished operations"
+                    elif event[2] is not None:
+                        store_error = store_error or event[2]
+                    continue
+                finished: _Finished = event[1]
+                op = finished.op
                 in_flight -= 1
-                if outcome.status == "lease_lost":
+                if finished.status == "lease_lost":
                     lease_lost = lease_lost or f"lost the lease while running {op.resource}"
                     continue
-                op.status = outcome.status
-                if outcome.status == OS.FAILED:
+                op.status = finished.status
+                pool.store(finished)
+                unstored += 1
+                if finished.status == OS.FAILED:
+                    op.error = finished.error
                     failures.append(op)
+                    continue
+                for name in dependents[op.resource]:
+                    waiting_on[name] -= 1
+                    if not waiting_on[name] and ops[name].status == OS.PENDING:
+                        heapq.heappush(ready, (-ops[name].priority, ops[name].position, name))
             if time.monotonic() - last_beat >= interval and lease_lost is None:
                 last_beat = time.monotonic()
                 try:
@@ -666,12 +875,14 @@ def deployment_execute(
     summary = _summary(ops.values(), deployment, started)
     if failures:
         first = min(failures, key=lambda o: o.position)
-        failed_row = ResourceOperation.objects.get(pk=first.pk)
+        message = first.error or ResourceOperation.objects.get(pk=first.pk).error
         pending = sum(1 for op in ops.values() if op.status == OS.PENDING)
-        error = f"{first.action} {first.resource} failed: {failed_row.error}"
+        error = f"{first.action} {first.resource} failed: {message}"
         if pending:
             error += f"; {pending} operation(s) not run"
         return DeploymentOutcome(deployment.pk, False, error, summary)
+    if store_error is not None:
+        return DeploymentOutcome(deployment.pk, False, store_error, summary)
     stuck = [op.resource for op in ops.values() if op.status == OS.PENDING]
     if stuck:  # unreachable with a plan from compute_plan (acyclic), kept as a guard against a hand-made one
         return DeploymentOutcome(deployment.pk, False, f"unsatisfiable dependencies: {', '.join(stuck)}", summary)

@@ -160,7 +160,9 @@ class KubernetesEngine(ConvergingEngine):
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": self._ns_labels(ctx)}}
+        body = k8s.V1Namespace(
+            api_version="v1", kind="Namespace", metadata=k8s.V1ObjectMeta(name=ns, labels=self._ns_labels(ctx))
+        )
         with k8s_errors(f"creating namespace {ns}"):
             try:
                 core.create_namespace(body, _preload_content=False, _request_timeout=self._timeout())

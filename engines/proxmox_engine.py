@@ -486,13 +486,13 @@ class ProxmoxEngine(ConvergingEngine):
             else:
                 by_instance[guest.instance] = guest
         for i in range(count):
-            guest = by_instance.get(i)
-            if guest is None:
+            existing = by_instance.get(i)
+            if existing is None:
                 self._create_guest(resource, ctx, i)
                 changed = True
                 continue
             adopted = True
-            guest = self._wait_unlocked(guest)
+            guest = self._wait_unlocked(existing)
             if guest.labels.get(L.SPEC_HASH) != wanted:
                 self._update_guest(guest, resource, ctx)
                 changed = True

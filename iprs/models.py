@@ -101,6 +101,8 @@ class Review(models.Model):
         "blueprints.BlueprintVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Not a field: selectors.ipr_console marks each review for the review page (the policy's notion of current).
+    stale: bool
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -365,7 +365,7 @@ class Agent:
 
     def run(
         self, message: str, *, history: list[dict[str, str]] | None = None, state: AgentState | None = None
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         """Events of one turn; the last is "done" or "error". `self.result` holds the totals afterwards."""
         history = history or []
         state = state or AgentState()

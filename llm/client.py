@@ -308,7 +308,8 @@ class LLMClient:
 
     @staticmethod
     def _backoff(attempt: int) -> float:
-        return min(BACKOFF_MAX, BACKOFF_BASE * 2**attempt)
+        delay: float = BACKOFF_BASE * 2**attempt
+        return min(BACKOFF_MAX, delay)
 
     def _finish(self, acc_or_data: Any, metrics: CallMetrics, started: float) -> ChatResult:
         if isinstance(acc_or_data, _Accumulator):
@@ -551,7 +552,7 @@ def _sse_chunk(line: str, base_url: str) -> dict[str, Any] | None:
     if payload == "[DONE]":
         return _DONE
     try:
-        chunk = json.loads(payload)
+        chunk: dict[str, Any] = json.loads(payload)
     except ValueError as exc:
         raise LLMError(f"the model server at {base_url} streamed a line that is not JSON: {payload[:200]}") from exc
     if isinstance(chunk, dict) and "error" in chunk and not chunk.get("choices"):

@@ -97,7 +97,7 @@ def observed(document: dict[str, Any]) -> dict[str, Any]:
 def _same(expected: Any, actual: Any) -> bool:
     if isinstance(expected, int | float) and not isinstance(expected, bool) and isinstance(actual, int | float):
         return float(expected) == float(actual)
-    return expected == actual
+    return bool(expected == actual)
 
 
 def check(document: dict[str, Any], expect: dict[str, Any]) -> list[str]:

@@ -297,7 +297,7 @@ def _find_sizes(sentence: str, mentions: list[tuple[int, int, str]], out: dict[s
             if value and target.storage is None:
                 target.storage = value
             tier = m.group(3) if pattern.groups >= 3 else None
-            tier = tier or (_TIER_RE.search(m.group(0)).group(1) if _TIER_RE.search(m.group(0)) else None)
+            tier = tier or (found.group(1) if (found := _TIER_RE.search(m.group(0))) else None)
             if tier and target.storage_tier is None:
                 target.storage_tier = tier.lower()
     for pattern in _CPU_RE:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aicdn_project.errors import ApplicationError, Conflict, PermissionDenied, ValidationFailed
 from llm.client import ChatResult, LLMClient, get_client, json_schema_format
@@ -17,6 +17,9 @@ from llm.compiler import compile_blueprint, intent_from_document
 from llm.extractor import extract
 from llm.intent import Intent, intent_from_data, intent_problems, intent_schema
 from llm.prompts import INTENT_MAX_TOKENS, intent_messages, repair_messages
+
+if TYPE_CHECKING:
+    from blueprints.models import BlueprintVersion
 
 MAX_DESCRIPTION_CHARS = 4000
 
@@ -39,7 +42,7 @@ class IntentAnswer:
 def _parse(content: str) -> tuple[Any, list[str]]:
     try:
         data = json.loads(content)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return None, [f"the answer is not valid JSON ({exc.msg} at position {exc.pos})"]
     return data, intent_problems(data)
 
@@ -156,19 +159,20 @@ def _save(
             blueprint_id=blueprint_id, author=user, document=document, message=message[:500]
         )
     else:
-        base, version = document["name"], None
+        base = document["name"]
+        named: BlueprintVersion | None = None
         for attempt in range(1, 21):
             # Generated names are generic ("web-app-production"): number them rather than refuse a second one.
             candidate = dict(document, name=base if attempt == 1 else f"{base[:56]}-{attempt}")
             try:
-                version = services.blueprint_create(owner=user, document=candidate, message=message[:500])
+                named = services.blueprint_create(owner=user, document=candidate, message=message[:500])
                 break
             except Conflict as exc:
                 if exc.code != "blueprint_exists":
                     raise
-        if version is None:
+        if named is None:
             raise Conflict(f"you already have 20 blueprints named like {base!r}; name this one", code="name_taken")
-        created = True
+        version, created = named, True
     info = {
         "id": version.pk,
         "blueprint_id": version.blueprint_id,

@@ -618,6 +618,7 @@ def execute_for_model(name: Any, arguments: Any, *, ctx: ToolContext) -> ToolOut
     """Run a tool for the agent: every failure (including a bug in a handler) comes back as data, not an exception."""
     started = time.monotonic()
     tool_name = name if isinstance(name, str) else str(name)
+    error: dict[str, Any] | None
     try:
         result = run_tool(name, arguments, ctx=ctx)
         ok, error = True, None

@@ -77,7 +77,7 @@ def version_cost(*, user: Any, ref: str | int) -> dict[str, Any]:
 def version_cost_delta(*, user: Any, to_ref: str | int, from_ref: str | int | None = None) -> dict[str, Any]:
     """Cost difference between two versions; without `from_ref`, against the parent (or nothing for a first one)."""
     new = selectors.version_get(user=user, ref=to_ref)
-    old = selectors.version_get(user=user, ref=from_ref) if from_ref not in (None, "") else new.parent
+    old = selectors.version_get(user=user, ref=from_ref) if from_ref is not None and from_ref != "" else new.parent
     result = cost.cost_delta(old.document if old else None, new.document, active_price_book())
     return {"from": _version_ref(old) if old else None, "to": _version_ref(new), **result}
 

@@ -53,7 +53,8 @@ class DeploymentSerializer(serializers.ModelSerializer):
         ]
 
     def get_plan_summary(self, obj: Deployment) -> str:
-        return (obj.plan or {}).get("summary", "")
+        summary: str = (obj.plan or {}).get("summary", "")
+        return summary
 
 
 class DeploymentDetailSerializer(DeploymentSerializer):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
@@ -15,6 +16,7 @@ from aicdn_project.errors import PermissionDenied, ValidationFailed
 from engines import selectors
 from engines.api.serializers import DeploymentDetailSerializer, DeploymentSerializer, DriftReportSerializer
 from engines.drift import drift_check
+from engines.models import Deployment
 
 # Deployments and drift describe whole environments: the roles that see every IPR see them. Requesters follow
 # their own IPR's progress through GET /api/v1/iprs/{id}.
@@ -42,7 +44,7 @@ class DeploymentListView(generics.ListAPIView):
         _require(request.user, *_READ_ALL, action="list deployments")
         return super().get(request, *args, **kwargs)
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Deployment]:
         params = self.request.query_params
         ipr = params.get("ipr")
         if ipr is not None and not ipr.isdigit():

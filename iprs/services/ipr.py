@@ -19,7 +19,7 @@ from iprs.services.snapshots import compute_snapshots
 S = IPRState
 
 # The timestamp each state stamps when entered.
-_STAMPS = {
+_STAMPS: dict[str, str] = {
     S.OPEN: "opened_at",
     S.APPROVED: "approved_at",
     S.QUEUED: "queued_at",

@@ -69,7 +69,7 @@ def environment_lock_acquire(
             lock.acquired_at = now
         lock.holder_ipr = ipr
         lock.holder_user_id = ipr.queued_by_id
-        lock.holder_name = holder_name or (ipr.queued_by.get_username() if ipr.queued_by_id else "")
+        lock.holder_name = holder_name or (ipr.queued_by.get_username() if ipr.queued_by is not None else "")
         lock.heartbeat_at = now
         lock.expires_at = now + timedelta(seconds=lease_seconds)
         lock.save()

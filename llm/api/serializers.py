@@ -9,7 +9,9 @@ from llm.generation import MAX_DESCRIPTION_CHARS
 
 class GenerateBlueprintInputSerializer(serializers.Serializer):
     description = serializers.CharField(max_length=MAX_DESCRIPTION_CHARS, trim_whitespace=True)
-    save = serializers.BooleanField(default=False)
+    # DRF's serializer metaclass moves declared fields out of the class body, so the field never shadows
+    # Serializer.save at runtime; the stubs see a plain class attribute.
+    save = serializers.BooleanField(default=False)  # type: ignore[assignment]
     current = serializers.JSONField(
         required=False, help_text="The current blueprint document, to change it with a follow-up instruction."
     )
@@ -30,5 +32,5 @@ class GenerateBlueprintOutputSerializer(serializers.Serializer):
     model = serializers.CharField()
     timings = serializers.JSONField()
     valid = serializers.BooleanField()
-    errors = serializers.JSONField()
+    errors = serializers.JSONField()  # type: ignore[assignment]  # likewise Serializer.errors (see `save` above)
     version = serializers.JSONField(required=False)
