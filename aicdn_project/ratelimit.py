@@ -6,7 +6,7 @@ a rate group from ``settings.RATELIMIT_RULES`` (longest prefix wins) and the gro
 the Django cache's Redis, so every web process shares them. Websocket consumers call :func:`check_rate` per message
 with the same groups and counters.
 
-Per request this costs one Redis round trip on a process-wide connection pool (SET NX + INCR in one MULTI/EXEC) and,
+Per request this costs one Redis round trip on a process-wide connection pool (SET NX + INCR in one script) and,
 for token clients, no database query once the token was seen (token -> user id is kept in memory for
 TOKEN_CACHE_SECONDS; DRF's TokenAuthentication still authenticates every request, so a revoked token is refused at
 once: only the counter it is charged to can lag). Measured under daphne: django-ratelimit's `get_usage` through the
@@ -28,13 +28,14 @@ from typing import Any
 import redis
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import caches
+from django.core.cache.backends.base import get_key_func
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
 from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key, _split_rate, get_usage
 
 from aicdn_project import metrics
+from aicdn_project.tokenauth import epoch_key
 
 logger = logging.getLogger(__name__)
 
@@ -127,13 +128,14 @@ def _token_user_id(request: HttpRequest) -> int | None:
 
 
 def request_key(request: HttpRequest) -> str:
-    """``user:<id>`` for a session or token user, otherwise ``ip:<client address>``."""
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        return f"user:{user.pk}"
+    """``user:<id>`` for a token or session user, otherwise ``ip:<client address>``. A token is looked at first:
+    an API client sends no session cookie, and asking `request.user` would build the anonymous session user."""
     user_id = _token_user_id(request)
     if user_id is not None:
         return f"user:{user_id}"
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return f"user:{user.pk}"
     return _ip_key(client_ip(request))
 
 
@@ -174,6 +176,7 @@ class Decision:
     limit: int
     remaining: int
     retry_after: int  # seconds until the window resets; 0 when allowed
+    auth_epoch: bytes | None = None  # read with the count (Redis counters only)
 
 
 def _count(key: str, group: str, rate: str) -> dict[str, Any] | None:
@@ -191,12 +194,36 @@ def _count(key: str, group: str, rate: str) -> dict[str, Any] | None:
         return get_usage(None, group=group, key=lambda _group, _request: key, rate=rate, increment=True)
     limit, period = _split_rate(rate)
     window = _get_window(key, period)
-    cache_key = caches[cache_name].make_and_validate_key(_make_cache_key(group, window, rate, key, get_usage.ALL))
-    pipe = _counter_client(cache_name).pipeline(transaction=True)
-    pipe.set(cache_key, 0, ex=period + EXPIRATION_FUDGE, nx=True)
-    pipe.incr(cache_key)
-    count = int(pipe.execute()[1])
-    return {"count": count, "limit": limit, "should_limit": count > limit, "time_left": window - int(time.time())}
+    cache_key = _cache_key(cache_name, _make_cache_key(group, window, rate, key, get_usage.ALL))
+    script = _incr_script(_counter_client(cache_name))
+    count, epoch = script(keys=[cache_key, epoch_key()], args=[period + EXPIRATION_FUDGE])
+    return {
+        "count": int(count),
+        "limit": limit,
+        "should_limit": int(count) > limit,
+        "time_left": window - int(time.time()),
+        "auth_epoch": bytes(epoch),
+    }
+
+
+# SET NX EX + INCR as one script: one command and one reply per request (a MULTI/EXEC pipeline has four replies).
+# It also reads the auth epoch (aicdn_project.tokenauth) in the same round trip, for the token check that follows.
+_INCR = (
+    "redis.call('SET', KEYS[1], 0, 'EX', ARGV[1], 'NX') "
+    "return {redis.call('INCR', KEYS[1]), redis.call('GET', KEYS[2]) or ''}"
+)
+
+
+@lru_cache(maxsize=8)
+def _incr_script(client: redis.Redis) -> Any:
+    return client.register_script(_INCR)  # EVALSHA, loading the script when Redis lacks it
+
+
+def _cache_key(cache_name: str, key: str) -> str:
+    """The Django cache's own key for `key` (its KEY_FUNCTION, KEY_PREFIX and VERSION), without the cache object:
+    `caches[name]` is per request context under ASGI, so it built a new cache object on every request."""
+    config = settings.CACHES[cache_name]
+    return str(get_key_func(config.get("KEY_FUNCTION"))(key, config.get("KEY_PREFIX", ""), config.get("VERSION", 1)))
 
 
 def _decide(key: str, group: str, rate: str) -> Decision:
@@ -207,7 +234,8 @@ def _decide(key: str, group: str, rate: str) -> Decision:
         # django-ratelimit's answer when the cache refused the count (e.g. Redis evicted or read-only).
         raise redis.exceptions.ConnectionError("rate-limit counter could not be read from the cache")
     retry_after = max(1, int(usage["time_left"])) if usage["should_limit"] else 0
-    return Decision(not usage["should_limit"], usage["limit"], max(0, usage["limit"] - usage["count"]), retry_after)
+    remaining = max(0, usage["limit"] - usage["count"])
+    return Decision(not usage["should_limit"], usage["limit"], remaining, retry_after, usage.get("auth_epoch"))
 
 
 def check_rate(key: str, group: str, rate: str | None = None, *, channel: str = "websocket") -> tuple[bool, int]:
@@ -412,6 +440,8 @@ class RateLimitMiddleware:
             )
             return None if settings.RATELIMIT_FAIL_OPEN else _unavailable()
         request._aicdn_ratelimit = decision  # type: ignore[attr-defined]
+        if decision.auth_epoch is not None:
+            request.aicdn_auth_epoch = decision.auth_epoch  # type: ignore[attr-defined]  # for tokenauth
         if decision.allowed:
             return None
         record_rejection(group=group, endpoint=_endpoint(request), channel="http")

@@ -70,7 +70,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "aicdn_project.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "aicdn_project.middleware.RequestIdMiddleware",
@@ -81,9 +81,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, and sync-only: it keeps the whole chain in one thread under ASGI (see its docstring); after the
-    # authentication it keys by, and inside Prometheus' "after" layer, so refused requests are counted there too.
+    # authentication it keys by, and inside the metrics layer, so refused requests are counted there too.
     "aicdn_project.ratelimit.RateLimitMiddleware",
 ]
 
@@ -119,11 +118,12 @@ elif env.bool("DB_POOL", default=True):
     # Django's PostgreSQL connection pool (psycopg_pool), shared by every thread of the process. Persistent
     # connections (CONN_MAX_AGE) do not survive a request under ASGI: daphne runs each request's sync code in a new
     # thread and context, so every request opened a PostgreSQL connection (measured ~5 ms of the per-request cost in
-    # bench/load.py whatever DB_CONN_MAX_AGE said). A connection is health-checked when taken from the pool, so the
-    # pool recovers by itself after a database restart. Each deployment worker thread holds one for its run: keep
-    # DB_POOL_MAX_SIZE above AICDN_DEPLOY_PARALLELISM. Uses the pinned psycopg-pool package.
+    # bench/load.py whatever DB_CONN_MAX_AGE said). A connection is checked when taken from the pool (without a round
+    # trip unless the server closed it: aicdn_project/postgresql), so the pool recovers by itself after a database
+    # restart. Each deployment worker thread holds one for its run: keep DB_POOL_MAX_SIZE above
+    # AICDN_DEPLOY_PARALLELISM. Uses the pinned psycopg-pool package.
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool replaces persistent connections (Django refuses both)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"]["ENGINE"] = "aicdn_project.postgresql"  # Django's, with that cheaper checkout check
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
         "max_size": env.int("DB_POOL_MAX_SIZE", default=32),
@@ -212,7 +212,7 @@ WHITENOISE_USE_FINDERS = True  # serve straight from the apps in embedded mode, 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header makes an anonymous request a 401, not a 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "aicdn_project.tokenauth.CachedTokenAuthentication",  # DRF's, remembering tokens until any token/user changes
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

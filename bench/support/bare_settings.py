@@ -1,7 +1,7 @@
 """Bench-only settings: the project's settings without authentication, rate limiting and metrics.
 
 bench/load.py serves the same views from a second daphne with these settings to measure what those layers add per
-request. Removed: Prometheus before/after, sessions and authentication middleware (and the messages middleware,
+request. Removed: the request metrics, sessions and authentication middleware (and the messages middleware,
 whose storage needs the session), the rate limiter, and DRF's authentication classes. Everything else is unchanged.
 
 The rate limiter is replaced by a pass-through that, like it, is the last and sync-only layer: that position decides
@@ -15,8 +15,7 @@ from collections.abc import Callable
 from aicdn_project.settings import *  # noqa: F403
 
 _REMOVED = {
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "aicdn_project.middleware.RequestMetricsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

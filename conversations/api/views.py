@@ -21,13 +21,14 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aicdn_project.errors import ApplicationError
+from aicdn_project.tokenauth import CachedTokenAuthentication
 from conversations import runner, selectors, services
 from conversations.api.serializers import (
     ChatInputSerializer,
@@ -101,7 +102,7 @@ def _authenticate(request: HttpRequest) -> Any:
     """The DRF way: a token, else the session (which enforces CSRF); raises DRF's exceptions."""
     # The JSON parser is there for the CSRF check, which reads request.POST (empty for a JSON body).
     drf_request = Request(
-        request, parsers=[JSONParser()], authenticators=[TokenAuthentication(), SessionAuthentication()]
+        request, parsers=[JSONParser()], authenticators=[CachedTokenAuthentication(), SessionAuthentication()]
     )
     user = drf_request.user
     if user is None or not user.is_authenticated:

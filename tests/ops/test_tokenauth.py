@@ -1,0 +1,79 @@
+"""Remembered API tokens (aicdn_project.tokenauth): served from memory, and refused at once after any change."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from aicdn_project import tokenauth
+from tests.conftest import make_user
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/templates"
+
+
+@pytest.fixture
+def api_user() -> tuple[User, Token]:
+    user = make_user("token-user", "requesters")
+    return user, Token.objects.get_or_create(user=user)[0]
+
+
+def _client(token: Token | str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client
+
+
+def test_a_known_token_is_answered_from_memory(api_user, django_assert_num_queries) -> None:
+    user, token = api_user
+    client = _client(token.key)
+    assert client.get(URL).status_code == 200  # read from the database, then remembered
+    with django_assert_num_queries(0):
+        response = client.get(URL)
+    assert response.status_code == 200
+    assert response.wsgi_request.user.pk == user.pk
+
+
+def test_a_deleted_token_is_refused_with_the_next_request(api_user) -> None:
+    _user, token = api_user
+    client = _client(token.key)
+    assert client.get(URL).status_code == 200
+    token.delete()
+    assert client.get(URL).status_code == 401
+
+
+def test_a_deactivated_user_is_refused_with_the_next_request(api_user) -> None:
+    user, token = api_user
+    client = _client(token.key)
+    assert client.get(URL).status_code == 200
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    assert client.get(URL).status_code == 401
+
+
+def test_another_process_change_is_seen_through_the_epoch(api_user) -> None:
+    """Another process's change reaches this one only through the epoch in Redis."""
+    _user, token = api_user
+    client = _client(token.key)
+    assert client.get(URL).status_code == 200
+    Token.objects.filter(pk=token.pk)._raw_delete(using="default")  # the row goes, no signal here: as elsewhere
+    assert client.get(URL).status_code == 200  # still remembered: nothing said it changed
+    tokenauth._redis().incr(tokenauth.epoch_key())  # what the other process's signal does
+    assert client.get(URL).status_code == 401
+
+
+def test_without_redis_every_request_goes_to_the_database(api_user, monkeypatch, django_assert_num_queries) -> None:
+    _user, token = api_user
+    client = _client(token.key)
+    assert client.get(URL).status_code == 200
+    monkeypatch.setattr(tokenauth, "current_epoch", lambda: None)  # what it answers when Redis cannot be read
+    with django_assert_num_queries(1):  # DRF's own token query, as without the cache
+        assert client.get(URL).status_code == 200
+
+
+def test_an_unknown_token_is_refused_and_not_remembered(db) -> None:
+    assert _client("0" * 40).get(URL).status_code == 401
+    assert "0" * 40 not in tokenauth._entries
