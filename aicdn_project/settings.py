@@ -129,7 +129,8 @@ elif env.bool("DB_POOL", default=True):
         "max_size": env.int("DB_POOL_MAX_SIZE", default=32),
         # Seconds a request waits for a connection. Short on purpose: while PostgreSQL is down every checkout waits
         # this long before the 503 (without a pool the refused connect failed at once), and 32 requests of one
-        # process already holding connections is an overload better answered than queued.
+        # process already holding connections is an overload better answered than queued. Celery workers wait
+        # longer (aicdn_project.celery.WORKER_POOL_TIMEOUT) unless DB_POOL_TIMEOUT is set.
         "timeout": env.float("DB_POOL_TIMEOUT", default=0.5),
     }
 else:  # DB_POOL=false: a connection per request / task, kept for DB_CONN_MAX_AGE seconds where threads persist
