@@ -450,21 +450,22 @@ class _Run:
         )
 
     def mark_running(self, ops: list[_Op]) -> bool:
-        """Mark a batch of pending operations running, all or none; False when the lease is gone."""
+        """Mark a batch of pending operations running (one statement, fenced by the lease); False when the lease is
+        gone. (Fewer rows than asked would mean another holder touched them: then those that were marked are reset
+        to pending by whoever runs the deployment next, like any operation a worker left running.)"""
         now = timezone.now()
-        with transaction.atomic(), connection.cursor() as cursor:
+        with connection.cursor() as cursor:
             cursor.execute(
                 _SQL.mark_running(len(ops)),
                 [OS.RUNNING, *[_SQL.datetime(now)] * 2, *[op.pk for op in ops], OS.PENDING, *self._lease],
             )
             if cursor.rowcount != len(ops):
-                transaction.set_rollback(True)  # the new holder finds them as they were
                 return False
-            started = time.monotonic()
-            for op in ops:
-                op.attempts += 1
-                op.started = started
-                self._event(op, OS.RUNNING, op.attempts)
+        started = time.monotonic()
+        for op in ops:
+            op.attempts += 1
+            op.started = started
+            self._event(op, OS.RUNNING, op.attempts)
         return True
 
     def _call(self, op: _Op) -> dict[str, Any]:
