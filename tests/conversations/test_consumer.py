@@ -96,6 +96,53 @@ async def test_the_owner_gets_a_streamed_turn_and_the_message_is_stored(requeste
     await communicator.disconnect()
 
 
+async def test_another_socket_of_the_conversation_gets_the_turn_with_tokens_merged(
+    requester, conversation_of, scripted, monkeypatch
+):
+    """The sender gets every token in-process; the conversation's other sockets get the same events through the
+    channel layer, with tokens merged per GROUP_TOKEN_INTERVAL (here longer than the whole reply: one frame)."""
+    from conversations import runner
+
+    monkeypatch.setattr(runner, "GROUP_TOKEN_INTERVAL", 30.0)
+    conversation, headers = await conversation_of(requester)
+    script_generate_turn(scripted)
+    sender, watcher = await connect(conversation.pk, headers), await connect(conversation.pk, headers)
+    for socket in (sender, watcher):
+        assert (await socket.receive_json_from(timeout=5))["type"] == "ready"
+    await sender.send_json_to({"type": "message", "text": "two web servers and a postgres database"})
+    sent, watched = await events_until(sender, "done"), await events_until(watcher, "done")
+    assert [e["text"] for e in sent if e["type"] == "token"] == REPLY_PIECES
+    # The first token goes out at once, the rest wait for the interval and leave, merged, before the next event.
+    assert [e["text"] for e in watched if e["type"] == "token"] == [REPLY_PIECES[0], "".join(REPLY_PIECES[1:])]
+    assert [e["type"] for e in watched if e["type"] != "token"] == [e["type"] for e in sent if e["type"] != "token"]
+    assert watched[-1]["reply"] == sent[-1]["reply"]
+    for socket in (sender, watcher):
+        await socket.disconnect()
+
+
+async def test_a_turn_taken_elsewhere_makes_the_socket_read_the_conversation_again(
+    requester, conversation_of, scripted
+):
+    """The socket starts the model from the context it keeps; when the conversation changed meanwhile (a turn through
+    the REST API here), storing the turn says so, and the turn runs again from a fresh read: the model sees it."""
+    conversation, headers = await conversation_of(requester)
+    socket = await connect(conversation.pk, headers)
+    assert (await socket.receive_json_from(timeout=5))["type"] == "ready"
+    scripted.reply_stream(["Hello ", "from REST."])
+    await sync_to_async(services.chat_turn)(user=requester, text="hello", conversation_id=conversation.pk)
+    scripted.reply_stream(["An ", "early ", "answer."])  # the request made from the kept (now old) context
+    scripted.reply_stream(["Hello ", "again."])
+    await socket.send_json_to({"type": "message", "text": "hello"})
+    events = await events_until(socket, "done")
+    assert events[-1]["reply"]["content"] == "Hello again."
+    assert "".join(e["text"] for e in events if e["type"] == "token") == "Hello again."
+    prompt = " ".join(m["content"] for m in scripted.requests[-1]["messages"])
+    assert "assistant: Hello from REST." in prompt, prompt  # the fresh read has the other turn
+    early = " ".join(m["content"] for m in scripted.requests[-2]["messages"])
+    assert "Hello from REST." not in early  # the early request, from the kept context, did not (and was dropped)
+    await socket.disconnect()
+
+
 async def test_a_client_that_disconnects_mid_answer_still_finds_the_finished_message(
     requester, conversation_of, scripted
 ):
