@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -25,11 +24,7 @@ import django  # noqa: E402
 
 django.setup()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.stress.live import free_port  # noqa: E402
 
 
 def main() -> int:

@@ -227,9 +227,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     @socket_db
     def _load(self, conversation_id: str) -> tuple[Any, list[dict[str, Any]], tuple[Any, list[dict[str, str]], Any]]:
-        conversation = selectors.conversation_get(user=self.user, conversation_id=conversation_id)
-        iprs = selectors.conversation_ipr_list(user=self.user, conversation=conversation)
-        return conversation, iprs, services.turn_prepare(user=self.user, conversation_id=conversation.pk)
+        context = services.turn_prepare(user=self.user, conversation_id=conversation_id)  # NotFound: not theirs
+        conversation = context[0]
+        return conversation, selectors.conversation_ipr_list(user=self.user, conversation=conversation), context
 
     @socket_db
     def _ipr_states(self, ipr_ids: list[int]) -> list[dict[str, Any]]:

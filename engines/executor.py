@@ -335,8 +335,8 @@ def _backoff(attempt: int) -> float:
 
 
 class _SQL:
-    """The executor's per-operation statements, written out (identifiers and placeholders only: every value is a
-    parameter).
+    """The executor's per-operation statements, written out (only identifiers are formatted in: every value is a
+    query parameter).
 
     They run once or twice for every resource operation, on threads sharing one GIL with the engine calls; built
     through the ORM each took 0.3-1 ms of CPU to compile (an UPDATE filtered across the lease join compiles a
