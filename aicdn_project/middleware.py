@@ -10,7 +10,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.messages.storage import default_storage
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.functional import SimpleLazyObject, empty
 from django_prometheus.middleware import PrometheusAfterMiddleware
 from django_prometheus.utils import Time, TimeSince
 
@@ -22,51 +25,78 @@ logger = logging.getLogger(__name__)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-class RequestMetricsMiddleware(PrometheusAfterMiddleware):
-    """django-prometheus' request metrics, the series the dashboards and alerts read, from one layer (first in
+class RequestMetricsMiddleware:
+    """django-prometheus' request metrics, the series the dashboards and alerts read, from one plain layer (first in
     MIDDLEWARE, so the latency covers the whole chain).
 
-    django-prometheus' Before/After pair updated about fifteen series per request through two layers (requests and
-    responses totals, body sizes, transports, charsets, AJAX, streaming, template names, a second latency): ~0.4 ms
-    of the per-request cost bench/load.py measures. Kept, under its names and labels: requests by method, requests
-    by view/transport/method, responses by status/view/method, latency by view/method, exceptions by type and view.
+    Kept, under django-prometheus' names and labels (its `Metrics` registers them): requests by method, requests by
+    view/transport/method, responses by status/view/method, latency by view/method, exceptions by type and by view.
+    Its Before/After pair updated about fifteen series per request through two layers (request and response totals,
+    body sizes, transports, charsets, AJAX, streaming, template names, a second latency): ~0.4 ms of the per-request
+    cost bench/load.py measures.
+
+    A plain middleware rather than a subclass of django-prometheus' MiddlewareMixin one: under ASGI Django calls every
+    `process_view` and `process_template_response` hook through its own sync_to_async thread switch (they run in
+    the async part of the handler, between the middleware chain and the view), so the two inherited hooks cost two
+    thread switches per request even doing nothing. Only `process_exception` remains, called when a view raises.
+
+    Each labelled child is looked up once per process and then kept (prometheus_client's `labels()` validates and
+    sorts its arguments on every call: about half of this layer's own time). The label values are bounded (methods,
+    statuses, route names, transports), and the table is emptied if it ever grows past CHILDREN_MAX.
     """
 
-    def process_request(self, request: HttpRequest) -> None:
-        request.prometheus_after_middleware_event = Time()  # type: ignore[attr-defined]
-        self.label_metric(self.metrics.requests_by_method, request, method=self._method(request)).inc()
+    CHILDREN_MAX = 10_000
+    _children: dict[tuple[Any, ...], Any] = {}
 
-    def process_view(self, request: HttpRequest, view_func: Any, *view_args: Any, **view_kwargs: Any) -> None:
-        return None  # counted with the response, where the view name is known either way
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        # django-prometheus' own naming of methods, transports and views, from its middleware (never in the chain).
+        self._names = PrometheusAfterMiddleware(get_response)
+        self.metrics = self._names.metrics
 
-    def process_template_response(self, request: HttpRequest, response: Any) -> Any:
-        return response
+    def _child(self, metric: Any, **labels: str) -> Any:
+        key = (id(metric), *labels.values())
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= self.CHILDREN_MAX:
+                self._children.clear()
+            child = self._children[key] = metric.labels(**labels)
+        return child
 
-    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
-        method, view = self._method(request), self._get_view_name(request)
-        metrics = self.metrics
-        self.label_metric(
-            metrics.requests_by_view_transport_method,
-            request,
-            view=view,
-            transport=self._transport(request),
-            method=method,
-        ).inc()
-        self.label_metric(
-            metrics.responses_by_status_view_method, request, status=str(response.status_code), view=view, method=method
-        ).inc()
-        started = getattr(request, "prometheus_after_middleware_event", None)
-        if started is not None:
-            self.label_metric(metrics.requests_latency_by_view_method, request, view=view, method=method).observe(
-                TimeSince(started)
-            )
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = Time()
+        names, metrics = self._names, self.metrics
+        method = names._method(request)
+        self._child(metrics.requests_by_method, method=method).inc()
+        response = self.get_response(request)
+        view = names._get_view_name(request)
+        transport = names._transport(request)
+        self._child(metrics.requests_by_view_transport_method, view=view, transport=transport, method=method).inc()
+        status = str(response.status_code)
+        self._child(metrics.responses_by_status_view_method, status=status, view=view, method=method).inc()
+        self._child(metrics.requests_latency_by_view_method, view=view, method=method).observe(TimeSince(started))
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
-        # Counted only: the 500 response it becomes goes through process_response (django-prometheus also timed it
+        # Counted only: the 500 response it becomes comes back through __call__ (django-prometheus also timed it
         # here, observing such a request's latency twice).
-        self.label_metric(self.metrics.exceptions_by_type, request, type=type(exception).__name__).inc()
-        self.label_metric(self.metrics.exceptions_by_view, request, view=self._get_view_name(request)).inc()
+        view = self._names._get_view_name(request)
+        self._child(self.metrics.exceptions_by_type, type=type(exception).__name__).inc()
+        self._child(self.metrics.exceptions_by_view, view=view).inc()
+
+
+class LazyMessageMiddleware(MessageMiddleware):
+    """Django's MessageMiddleware, building a request's message storage (a cookie and a session storage) only when
+    something adds or reads a message: API requests never do, admin pages do as before."""
+
+    def process_request(self, request: HttpRequest) -> None:
+        request._messages = SimpleLazyObject(lambda: default_storage(request))  # type: ignore[attr-defined]
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        messages = getattr(request, "_messages", None)
+        if isinstance(messages, SimpleLazyObject) and messages._wrapped is empty:
+            return response  # never used: nothing to store
+        return super().process_response(request, response)  # type: ignore[no-any-return]
 
 
 class RequestIdMiddleware:

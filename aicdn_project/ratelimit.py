@@ -6,12 +6,14 @@ a rate group from ``settings.RATELIMIT_RULES`` (longest prefix wins) and the gro
 the Django cache's Redis, so every web process shares them. Websocket consumers call :func:`check_rate` per message
 with the same groups and counters.
 
-Per request this costs one Redis round trip on a process-wide connection pool (SET NX + INCR in one script) and,
-for token clients, no database query once the token was seen (token -> user id is kept in memory for
-TOKEN_CACHE_SECONDS; DRF's TokenAuthentication still authenticates every request, so a revoked token is refused at
-once: only the counter it is charged to can lag). Measured under daphne: django-ratelimit's `get_usage` through the
-Django cache took three round trips, and under ASGI the cache object (hence its Redis connection pool) is per request
-context, so every request also opened a new Redis connection.
+Most requests cost no Redis round trip: a process reserves slots of a client's budget from the shared counter in
+blocks sized to the client's pace and spends them from memory (see "Counting" below for what that keeps exact);
+slow clients and clients near their limit are counted in Redis request by request, on a process-wide connection pool
+(SET NX + INCRBY in one script). Token clients cost no database query once the token was seen (token -> user id is
+kept in memory for TOKEN_CACHE_SECONDS; DRF's authentication still checks the token on every request, so a revoked
+token is refused at once: only the counter it is charged to can lag). Measured under daphne: django-ratelimit's
+`get_usage` through the Django cache took three round trips, and under ASGI the cache object (hence its Redis
+connection pool) is per request context, so every request also opened a new Redis connection.
 """
 
 from __future__ import annotations
@@ -21,21 +23,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache.backends.base import get_key_func
+from django.core.signals import setting_changed
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
 from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key, _split_rate, get_usage
 
 from aicdn_project import metrics
-from aicdn_project.tokenauth import epoch_key
 
 logger = logging.getLogger(__name__)
 
@@ -170,48 +171,148 @@ def rate_for_group(group: str) -> str | None:
     return settings.RATELIMIT_DEFAULT_RATE
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     allowed: bool
     limit: int
     remaining: int
     retry_after: int  # seconds until the window resets; 0 when allowed
-    auth_epoch: bytes | None = None  # read with the count (Redis counters only)
 
 
-def _count(key: str, group: str, rate: str) -> dict[str, Any] | None:
-    """django-ratelimit's `get_usage(..., increment=True)` for the Django Redis cache in one round trip.
+# --- Counting: slots reserved from the shared Redis counter in blocks ----------------------------------------------
+# A round trip to Redis per request was the largest part of what this layer cost (bench/load.py). Instead, a process
+# reserves slots of a client's budget from the shared counter in blocks (INCRBY n: django-ratelimit's key, window
+# and stored integer, so the count in Redis is still the total taken) and hands them out from memory. Exactness:
+# - never more than the limit, across all processes: a slot is used only after the shared counter granted it;
+# - within one process, exactly the limit: it refuses only when it holds no slot and the shared count has reached
+#   the limit (then it refuses from memory until the window ends, without asking Redis);
+# - across processes a client can get fewer than the limit: slots one process reserved and its client no longer uses
+#   there (the client moved to another process) are lost until the window ends. A block is at most about
+#   settings.RATELIMIT_BLOCK_SECONDS (0.1 s) of the client's recent traffic in this process, at most 1/LEASE_SHARE
+#   of what is left of the budget, and at most LEASE_MAX, so near the limit, and for any client slower than one
+#   request per RATELIMIT_BLOCK_SECONDS, every request is counted in Redis one by one as before.
+LEASE_SHARE = 8
+LEASE_MAX = 256
+LEASES_MAX_ENTRIES = 20_000
 
-    Same cache key, window and stored value as django-ratelimit (an integer the Django cache reads back), so the
-    counters stay django-ratelimit's; SET NX EX + INCR run in one MULTI/EXEC, so a key never exists without its
-    expiry. Other cache backends go through `get_usage` itself.
-    """
-    if not getattr(settings, "RATELIMIT_ENABLE", True):
-        return None
-    cache_name = getattr(settings, "RATELIMIT_USE_CACHE", "default")
-    if settings.CACHES[cache_name]["BACKEND"] != "django.core.cache.backends.redis.RedisCache":
-        # django-ratelimit's core passes `request` only to key/rate callables: a constant key needs no request.
-        return get_usage(None, group=group, key=lambda _group, _request: key, rate=rate, increment=True)
+
+class _Lease:
+    """This process's slots in one client's current window: `free` unused, `top` the highest shared count it was
+    told; valid up to `window_end` (django-ratelimit's window, a Unix time) inclusive."""
+
+    __slots__ = ("free", "limit", "top", "window_end")
+
+    def __init__(self, limit: int, window_end: int) -> None:
+        self.free, self.top, self.limit, self.window_end = 0, 0, limit, window_end
+
+
+_leases: dict[tuple[str, str, str], _Lease] = {}  # (group, rate, client key) -> lease for the current window
+_pace: dict[tuple[str, str, str], tuple[int, float]] = {}  # same key -> (last block size, monotonic time)
+_leases_lock = threading.Lock()
+
+
+def _decide(key: str, group: str, rate: str) -> Decision:
+    """Count one request for `key` in `group` at `rate`. Raises RedisError when Redis is needed and unreachable."""
+    if not settings.RATELIMIT_ENABLE:
+        return Decision(True, 0, 0, 0)
+    lease_key = (group, rate, key)
+    now = int(time.time())
+    with _leases_lock:
+        lease = _leases.get(lease_key)
+        if lease is not None and now <= lease.window_end:
+            taken = _take(lease, now)
+            if taken is not None:
+                return taken
+    return _reserve(lease_key)
+
+
+def _take(lease: _Lease, now: int) -> Decision | None:
+    """Use a free slot (allowed), or refuse when none is free and the window's budget is spent; None: ask Redis.
+    Called under _leases_lock."""
+    if lease.free > 0:
+        lease.free -= 1
+        return Decision(True, lease.limit, max(0, lease.limit - (lease.top - lease.free)), 0)
+    if lease.top >= lease.limit:
+        return Decision(False, lease.limit, 0, max(1, lease.window_end - now))
+    return None
+
+
+def _reserve(lease_key: tuple[str, str, str]) -> Decision:
+    """Reserve a block of slots from the shared counter (one Redis round trip) and take one of them."""
+    group, rate, key = lease_key
+    cache_name = settings.RATELIMIT_USE_CACHE
     limit, period = _split_rate(rate)
+    if settings.CACHES[cache_name]["BACKEND"] != "django.core.cache.backends.redis.RedisCache":
+        return _decide_by_get_usage(key, group, rate, limit)
     window = _get_window(key, period)
-    cache_key = _cache_key(cache_name, _make_cache_key(group, window, rate, key, get_usage.ALL))
+    counter = _cache_key(cache_name, _make_cache_key(group, window, rate, key, get_usage.ALL))
+    with _leases_lock:
+        lease = _leases.get(lease_key)
+        block = _block_size(lease_key, limit, lease if lease is not None and lease.window_end == window else None)
     script = _incr_script(_counter_client(cache_name))
-    count, epoch = script(keys=[cache_key, epoch_key()], args=[period + EXPIRATION_FUDGE])
-    return {
-        "count": int(count),
-        "limit": limit,
-        "should_limit": int(count) > limit,
-        "time_left": window - int(time.time()),
-        "auth_epoch": bytes(epoch),
-    }
+    total = int(script(keys=[counter], args=[period + EXPIRATION_FUDGE, block]))
+    granted = max(0, min(block, limit - (total - block)))
+    with _leases_lock:
+        lease = _leases.get(lease_key)
+        if lease is None or lease.window_end != window:
+            if len(_leases) >= LEASES_MAX_ENTRIES:
+                _prune()
+            lease = _leases[lease_key] = _Lease(limit, window)
+        lease.top = max(lease.top, total)
+        lease.free += granted
+        _pace[lease_key] = (block, time.monotonic())
+        now = int(time.time())
+        # Nothing free and the shared count at the limit: refused (another thread may have taken the last slot).
+        return _take(lease, now) or Decision(False, limit, 0, max(1, window - now))
 
 
-# SET NX EX + INCR as one script: one command and one reply per request (a MULTI/EXEC pipeline has four replies).
-# It also reads the auth epoch (aicdn_project.tokenauth) in the same round trip, for the token check that follows.
-_INCR = (
-    "redis.call('SET', KEYS[1], 0, 'EX', ARGV[1], 'NX') "
-    "return {redis.call('INCR', KEYS[1]), redis.call('GET', KEYS[2]) or ''}"
-)
+def _block_size(lease_key: tuple[str, str, str], limit: int, lease: _Lease | None) -> int:
+    """How many slots to reserve: about RATELIMIT_BLOCK_SECONDS of this client's pace here (at most double the last
+    block), capped by LEASE_MAX and 1/LEASE_SHARE of the budget still free in the shared count."""
+    cap = min(LEASE_MAX, (limit - (lease.top if lease else 0)) // LEASE_SHARE)
+    last = _pace.get(lease_key)
+    if cap <= 1 or last is None:
+        return 1
+    size, at = last
+    pace = size / max(time.monotonic() - at, 1e-3)  # requests per second through the last block
+    return max(1, min(int(pace * settings.RATELIMIT_BLOCK_SECONDS), 2 * size, cap))
+
+
+def _prune() -> None:
+    """Drop leases of ended windows and paces older than a second (their unused slots are lost, never over-granted);
+    if that is not enough, drop them all. Called under _leases_lock."""
+    now, clock = int(time.time()), time.monotonic()
+    for lease_key in [k for k, lease in _leases.items() if lease.window_end < now]:
+        del _leases[lease_key]
+    for lease_key in [k for k, (_size, at) in _pace.items() if clock - at > 1.0]:
+        del _pace[lease_key]
+    if len(_leases) >= LEASES_MAX_ENTRIES:
+        _leases.clear()
+        _pace.clear()
+
+
+def forget_leases(**kwargs: Any) -> None:
+    """Drop every slot this process holds: when a setting changes (tests; keys and counters depend on them)."""
+    with _leases_lock:
+        _leases.clear()
+        _pace.clear()
+
+
+setting_changed.connect(forget_leases, dispatch_uid="aicdn-ratelimit-forget-leases")
+
+
+def _decide_by_get_usage(key: str, group: str, rate: str, limit: int) -> Decision:
+    """Other cache backends: django-ratelimit's `get_usage` itself, one count per request."""
+    # django-ratelimit's core passes `request` only to key/rate callables: a constant key needs no request.
+    usage = get_usage(None, group=group, key=lambda _group, _request: key, rate=rate, increment=True)
+    if usage is None or (usage["limit"] == 0 and usage["time_left"] == -1):
+        # django-ratelimit's answer when the cache refused the count (e.g. Redis evicted or read-only).
+        raise redis.exceptions.ConnectionError("rate-limit counter could not be read from the cache")
+    retry_after = max(1, int(usage["time_left"])) if usage["should_limit"] else 0
+    return Decision(not usage["should_limit"], limit, max(0, limit - usage["count"]), retry_after)
+
+
+# SET NX EX + INCRBY as one script: one command and one reply per reservation (MULTI/EXEC has four replies).
+_INCR = "redis.call('SET', KEYS[1], 0, 'EX', ARGV[1], 'NX') return redis.call('INCRBY', KEYS[1], ARGV[2])"
 
 
 @lru_cache(maxsize=8)
@@ -224,18 +325,6 @@ def _cache_key(cache_name: str, key: str) -> str:
     `caches[name]` is per request context under ASGI, so it built a new cache object on every request."""
     config = settings.CACHES[cache_name]
     return str(get_key_func(config.get("KEY_FUNCTION"))(key, config.get("KEY_PREFIX", ""), config.get("VERSION", 1)))
-
-
-def _decide(key: str, group: str, rate: str) -> Decision:
-    usage = _count(key, group, rate)
-    if usage is None:  # RATELIMIT_ENABLE is off
-        return Decision(True, 0, 0, 0)
-    if usage["limit"] == 0 and usage["time_left"] == -1:
-        # django-ratelimit's answer when the cache refused the count (e.g. Redis evicted or read-only).
-        raise redis.exceptions.ConnectionError("rate-limit counter could not be read from the cache")
-    retry_after = max(1, int(usage["time_left"])) if usage["should_limit"] else 0
-    remaining = max(0, usage["limit"] - usage["count"])
-    return Decision(not usage["should_limit"], usage["limit"], remaining, retry_after, usage.get("auth_epoch"))
 
 
 def check_rate(key: str, group: str, rate: str | None = None, *, channel: str = "websocket") -> tuple[bool, int]:
@@ -440,8 +529,6 @@ class RateLimitMiddleware:
             )
             return None if settings.RATELIMIT_FAIL_OPEN else _unavailable()
         request._aicdn_ratelimit = decision  # type: ignore[attr-defined]
-        if decision.auth_epoch is not None:
-            request.aicdn_auth_epoch = decision.auth_epoch  # type: ignore[attr-defined]  # for tokenauth
         if decision.allowed:
             return None
         record_rejection(group=group, endpoint=_endpoint(request), channel="http")

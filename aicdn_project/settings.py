@@ -79,7 +79,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "aicdn_project.middleware.LazyMessageMiddleware",  # Django's, storage built on first use
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, and sync-only: it keeps the whole chain in one thread under ASGI (see its docstring); after the
     # authentication it keys by, and inside the metrics layer, so refused requests are counted there too.
@@ -280,6 +280,9 @@ RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
 RATELIMIT_USE_CACHE = "default"
 RATELIMIT_FAIL_OPEN = env.bool("RATELIMIT_FAIL_OPEN", default=True)  # Redis down: serve (True) or 503 (False)
 RATELIMIT_DEFAULT_RATE = env.str("RATELIMIT_DEFAULT_RATE", default="60/m")  # the seed's global default per client
+# A process reserves a fast client's slots from Redis in blocks of about this many seconds of its pace (0: a round
+# trip to Redis for every request); see aicdn_project.ratelimit.
+RATELIMIT_BLOCK_SECONDS = env.float("RATELIMIT_BLOCK_SECONDS", default=0.1)
 RATELIMIT_RULES = [
     ("/api/", "api"),
     ("/api-auth/login/", "auth"),

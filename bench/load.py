@@ -2,12 +2,14 @@
 
 Measures (1) requests per second and p50 / p99 latency of read endpoints with wrk, (2) the same for approving fresh
 IPRs (each approved exactly once, so a counted Python client rather than wrk's timed loop), and (3) what
-authentication + rate limiting + metrics add per request: one view served by daphnes with the project's settings
-(as configured: PostgreSQL connection pool; and with DB_POOL=false, a new connection per request) and with
-bench/support/bare_settings.py (those layers removed), requests interleaved one by one between the three, so the
-difference in median latency is the per-request cost.
+authentication + rate limiting + metrics add per request: one view served by daphnes with the project's settings and
+by daphnes with bench/support/bare_settings.py (those layers removed), several of each, requests interleaved one by
+one among all of them, so the difference between the two configurations' median latencies is the per-request cost.
 
-Run: .venv/bin/python bench/load.py [--duration SECONDS] [--approvals N] [--pairs N]
+The rate limiter takes a fast client's slots from Redis in blocks; the comparison runs it both ways (as configured,
+and with RATELIMIT_BLOCK_SECONDS=0: a Redis round trip per request, what a slower client costs).
+
+Run: .venv/bin/python bench/load.py [--duration SECONDS] [--approvals N] [--pairs N] [--instances N]
 Needs wrk (Debian package `wrk`), redis-server and PostgreSQL's initdb (SQLite is used when PostgreSQL is absent).
 Everything it starts (redis-server, a PostgreSQL cluster in a temp directory, two daphnes) it stops on exit.
 """
@@ -144,7 +146,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run (default 5)")
     parser.add_argument("--approvals", type=int, default=200, help="fresh IPRs to approve (default 200)")
-    parser.add_argument("--pairs", type=int, default=3000, help="interleaved requests per server (default 3000)")
+    parser.add_argument("--pairs", type=int, default=2000, help="interleaved requests per server (default 2000)")
+    parser.add_argument(
+        "--instances", type=int, default=3, help="daphnes per configuration in the middleware comparison (default 3)"
+    )
     args = parser.parse_args()
     missing = [] if shutil.which("wrk") else ["wrk"]
     if not shutil.which("redis-server"):
@@ -168,16 +173,21 @@ def main() -> int:
             database_url = postgres.url
         else:
             database_url = f"sqlite:///{var_dir / 'load.sqlite3'}"
-        # The limiter counts every request in Redis as in production, at a rate the benchmark never reaches.
+        # The limiter counts every request as in production, with a limit the benchmark never reaches.
         env = live.project_env(
             database_url=database_url, redis_url=redis.url, var_dir=var_dir, RATELIMIT_RATES="api=100000000/m"
         )
         print(f"==> migrating and seeding ({'PostgreSQL' if postgres else 'SQLite'}, {args.approvals} IPRs)")
         world = live.migrate_and_seed(env, iprs=args.approvals)
-        full = live.Daphne(env, workdir)
-        unpooled = live.Daphne({**env, "DB_POOL": "false"}, workdir)
-        bare = live.Daphne({**env, "DJANGO_SETTINGS_MODULE": "bench.support.bare_settings"}, workdir)
-        daphnes += [full, unpooled, bare]
+        bare_env = {**env, "DJANGO_SETTINGS_MODULE": "bench.support.bare_settings"}
+        # "counted": the rate limiter without its blocks, a Redis round trip per request, as for any client slower
+        # than one request per RATELIMIT_BLOCK_SECONDS (the benchmark's client is faster).
+        counted_env = {**env, "RATELIMIT_BLOCK_SECONDS": "0"}
+        servers = {f"full#{i + 1}": live.Daphne(env, workdir) for i in range(args.instances)}
+        servers |= {f"counted#{i + 1}": live.Daphne(counted_env, workdir) for i in range(args.instances)}
+        servers |= {f"bare#{i + 1}": live.Daphne(bare_env, workdir) for i in range(args.instances)}
+        full = servers["full#1"]
+        daphnes += servers.values()
         for server in daphnes:
             server.start()
 
@@ -199,30 +209,36 @@ def main() -> int:
         print(f"{'POST /api/v1/iprs/<id>/approve':45} {json.dumps(results['POST /api/v1/iprs/<id>/approve'])}")
 
         path = "/api/v1/templates"
-        # The same view from three servers, one connection each: the project as configured (PostgreSQL connection
-        # pool), the project without the pool (a new connection per request: CONN_MAX_AGE cannot help under ASGI,
-        # where each request runs in a new thread and context), and bare.
-        servers = {"full": full, "full, DB_POOL=false": unpooled, "bare": bare}
-        # Interleaved requests: one to each server in turn (the order alternating), thousands of times, on one
-        # keep-alive connection each. This machine's speed drifts by more than the difference measured (whole wrk
-        # runs of one configuration moved by 0.6 ms, and alternating 2 s wrk rounds gave per-round differences from
-        # 0.4 to 1.8 ms), so requests measured side by side, and medians, are what can resolve it.
+        # The same view from 2 x N servers, one keep-alive connection each: N with the project's settings, N bare.
+        # Requests are interleaved, one to each server in turn (the order alternating), thousands of times: this
+        # machine's speed drifts by more than the difference measured (whole wrk runs of one configuration moved by
+        # 0.6 ms), so only requests measured side by side can resolve it. Several servers per configuration: two
+        # daphnes with identical settings differed by up to 0.33 ms in their medians (where each process lands), so
+        # one of each would measure that as well.
         latencies = interleaved({name: server.port for name, server in servers.items()}, path, admin, pairs=args.pairs)
-        bare_median = statistics.median(latencies["bare"])
-        for name in ("full", "full, DB_POOL=false"):
-            median = statistics.median(latencies[name])
-            results[f"middleware ({name})"] = {
-                "view": f"GET {path}, {args.pairs} requests per server, interleaved, one keep-alive connection each",
+        configs = ("full", "counted", "bare")
+        pooled = {c: [ms for name in servers if name.startswith(c + "#") for ms in latencies[name]] for c in configs}
+        instance_medians = {
+            c: [round(statistics.median(latencies[name]), 3) for name in servers if name.startswith(c + "#")]
+            for c in configs
+        }
+        bare_median = statistics.median(pooled["bare"])
+        for config, label in (("full", "middleware"), ("counted", "middleware, a Redis round trip per request")):
+            median = statistics.median(pooled[config])
+            results[label] = {
+                "view": f"GET {path}, {args.pairs} requests per server, {args.instances} servers per configuration, "
+                "interleaved, one keep-alive connection each",
                 "median_ms": round(median, 3),
                 "bare_median_ms": round(bare_median, 3),
                 "added_ms": round(median - bare_median, 3),
                 "ratio": round(median / bare_median, 2),
-                "mean_ms": round(statistics.fmean(latencies[name]), 3),
-                "bare_mean_ms": round(statistics.fmean(latencies["bare"]), 3),
-                "p99_ms": round(sorted(latencies[name])[int(len(latencies[name]) * 0.99)], 3),
-                "errors": latencies["errors"][name],
+                "instance_medians_ms": instance_medians[config],
+                "bare_instance_medians_ms": instance_medians["bare"],
+                "p99_ms": round(sorted(pooled[config])[int(len(pooled[config]) * 0.99)], 3),
+                "bare_p99_ms": round(sorted(pooled["bare"])[int(len(pooled["bare"]) * 0.99)], 3),
+                "errors": sum(n for name, n in latencies["errors"].items() if name.startswith((config, "bare"))),
             }
-            print(f"{'middleware (' + name + ')':45} {json.dumps(results[f'middleware ({name})'])}")
+            print(f"{label:45} {json.dumps(results[label])}")
         errors = {k: v["errors"] for k, v in results.items() if isinstance(v, dict) and v.get("errors")}
         if errors:
             print(f"error: non-2xx answers during the benchmark: {errors}")

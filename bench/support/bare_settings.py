@@ -18,7 +18,7 @@ _REMOVED = {
     "aicdn_project.middleware.RequestMetricsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "aicdn_project.middleware.LazyMessageMiddleware",
 }
 _RATELIMIT = "aicdn_project.ratelimit.RateLimitMiddleware"
 

@@ -259,3 +259,29 @@ def test_settings_refuse_metrics_open_to_the_world_without_a_token():
     assert result.returncode != 0 and "METRICS_TOKEN" in result.stderr
     env["METRICS_TOKEN"] = "x" * 32
     assert subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env).returncode == 0
+
+
+def test_request_metrics_add_no_hooks_that_cost_a_thread_switch(db):
+    """Under ASGI Django calls each middleware's process_view and process_template_response through its own
+    sync_to_async switch: the metrics layer has neither, and still labels requests by view and status."""
+    from django.core.handlers.asgi import ASGIHandler
+    from django.urls import resolve
+    from prometheus_client import REGISTRY
+
+    from aicdn_project.middleware import RequestMetricsMiddleware
+
+    assert not hasattr(RequestMetricsMiddleware, "process_view")
+    assert not hasattr(RequestMetricsMiddleware, "process_template_response")
+    assert ASGIHandler()._template_response_middleware == []  # no layer has one
+    labels = {"status": "401", "view": resolve("/api/v1/templates").view_name, "method": "GET"}
+    before = REGISTRY.get_sample_value("django_http_responses_total_by_status_view_method_total", labels) or 0.0
+    assert APIClient().get("/api/v1/templates").status_code == 401
+    after = REGISTRY.get_sample_value("django_http_responses_total_by_status_view_method_total", labels)
+    assert after == before + 1
+
+
+def test_api_requests_build_no_message_storage(db):
+    from django.utils.functional import empty
+
+    response = APIClient().get("/api/v1/templates")
+    assert response.wsgi_request._messages._wrapped is empty

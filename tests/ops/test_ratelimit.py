@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from prometheus_client import REGISTRY
@@ -185,3 +187,91 @@ def test_limits_are_on_by_default_outside_the_test_settings():
     env["DJANGO_SETTINGS_MODULE"] = "aicdn_project.settings"
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "True"
+
+
+def _counter_value(key: str, group: str, rate: str) -> int:
+    """The shared count in Redis for this client's current window (django-ratelimit's key)."""
+    from django_ratelimit.core import _get_window, _make_cache_key, _split_rate, get_usage
+
+    window = _get_window(key, _split_rate(rate)[1])
+    counter = ratelimit._cache_key("default", _make_cache_key(group, window, rate, key, get_usage.ALL))
+    return int(ratelimit.redis_client().get(counter) or 0)
+
+
+def test_a_fast_client_is_counted_in_blocks_and_gets_exactly_its_limit(limits, monkeypatch):
+    reservations = []
+    reserve = ratelimit._reserve
+    monkeypatch.setattr(ratelimit, "_reserve", lambda lease_key: reservations.append(1) or reserve(lease_key))
+    key, rate = "user:9001", "400/h"
+    results = [ratelimit.check_rate(key, "api", rate) for _ in range(450)]
+    assert [allowed for allowed, _ in results] == [True] * 400 + [False] * 50
+    assert len(reservations) < 100  # most requests were answered from reserved slots, not by a round trip each
+    assert 400 <= _counter_value(key, "api", rate) <= 400 + ratelimit.LEASE_MAX  # reserved slots are counted
+    assert all(1 <= retry <= 3600 for _allowed, retry in results[400:])
+
+
+def test_a_slow_client_and_a_client_near_its_limit_are_counted_one_by_one(limits):
+    key, rate = "user:9002", "12/h"  # a twelfth of it is not even two slots: every request is its own INCR
+    for n in range(1, 13):
+        assert ratelimit.check_rate(key, "api", rate)[0]
+        assert _counter_value(key, "api", rate) == n
+    assert ratelimit.check_rate(key, "api", rate)[0] is False
+
+
+def test_threads_of_one_process_share_its_slots_exactly(limits):
+    key, rate = "user:9003", "300/h"
+    allowed = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        for _ in range(60):
+            ok = ratelimit.check_rate(key, "api", rate)[0]
+            with lock:
+                allowed.append(ok)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert allowed.count(True) == 300 and len(allowed) == 480
+
+
+def test_processes_sharing_a_limit_never_exceed_it_together(limits):
+    """Three processes reserve blocks from one counter at once: together they get exactly the limit, no more (each
+    makes more calls than the limit, so it uses every slot it was granted before it refuses)."""
+    script = (
+        "import django, sys; django.setup();"
+        "from django.conf import settings; settings.RATELIMIT_ENABLE = True;"
+        "settings.RATELIMIT_CACHE_PREFIX = sys.argv[1];"
+        "from aicdn_project.ratelimit import check_rate;"
+        "print(sum(check_rate('user:9004', 'api', '500/h')[0] for _ in range(600)))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "aicdn_project.test_settings"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, limits.RATELIMIT_CACHE_PREFIX], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    allowed = [int(proc.communicate(timeout=120)[0].strip()) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs)
+    assert sum(allowed) == 500, allowed
+
+
+def test_slots_end_with_their_window(limits):
+    key, rate = "user:9005", "2/s"
+    deadline = time.time() + 5
+    while time.time() % 1 > 0.5 and time.time() < deadline:  # start early in a second: both calls in one window
+        time.sleep(0.05)
+    assert [ratelimit.check_rate(key, "api", rate)[0] for _ in range(3)] == [True, True, False]
+    time.sleep(1.1)
+    assert ratelimit.check_rate(key, "api", rate)[0] is True
+
+
+def test_blocks_can_be_turned_off(limits):
+    limits.RATELIMIT_BLOCK_SECONDS = 0
+    key, rate = "user:9006", "1000/h"
+    for n in range(1, 41):
+        assert ratelimit.check_rate(key, "api", rate)[0]
+        assert _counter_value(key, "api", rate) == n  # a round trip, and one count, for every request

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+
 import pytest
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
@@ -61,7 +66,7 @@ def test_another_process_change_is_seen_through_the_epoch(api_user) -> None:
     assert client.get(URL).status_code == 200
     Token.objects.filter(pk=token.pk)._raw_delete(using="default")  # the row goes, no signal here: as elsewhere
     assert client.get(URL).status_code == 200  # still remembered: nothing said it changed
-    tokenauth._redis().incr(tokenauth.epoch_key())  # what the other process's signal does
+    tokenauth.publish_bump()  # what the other process's signal does
     assert client.get(URL).status_code == 401
 
 
@@ -77,3 +82,59 @@ def test_without_redis_every_request_goes_to_the_database(api_user, monkeypatch,
 def test_an_unknown_token_is_refused_and_not_remembered(db) -> None:
     assert _client("0" * 40).get(URL).status_code == 401
     assert "0" * 40 not in tokenauth._entries
+
+
+def test_a_change_published_by_another_process_is_seen_by_the_next_request(api_user, settings) -> None:
+    """The epoch arrives by the subscription, not by a read per request: a real second process publishes it."""
+    _user, token = api_user
+    client = _client(token.key)
+    assert client.get(URL).status_code == 200
+    Token.objects.filter(pk=token.pk)._raw_delete(using="default")  # gone, and nothing in this process said so
+    assert client.get(URL).status_code == 200  # remembered
+    script = (
+        "import django, sys; django.setup(); from django.conf import settings; settings.KEY_PREFIX = sys.argv[1];"
+        "from aicdn_project.tokenauth import publish_bump; publish_bump()"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "aicdn_project.test_settings"}
+    subprocess.run([sys.executable, "-c", script, settings.KEY_PREFIX], env=env, check=True, capture_output=True)
+    assert client.get(URL).status_code == 401
+
+
+def test_a_lost_subscription_sends_every_request_to_the_database_until_it_is_made_again(
+    api_user, monkeypatch, django_assert_num_queries
+) -> None:
+    _user, token = api_user
+    client = _client(token.key)
+    assert client.get(URL).status_code == 200
+    with django_assert_num_queries(0):
+        assert client.get(URL).status_code == 200
+    # The connection ends under the subscription (as when Redis restarts): a publication could have been missed.
+    tokenauth.watcher._pubsub.connection._sock.shutdown(socket.SHUT_RDWR)
+    with django_assert_num_queries(1):  # DRF's own token query: nothing is taken from memory
+        assert client.get(URL).status_code == 200
+    assert tokenauth.watcher._pubsub is None
+    with django_assert_num_queries(1):  # still within RESUBSCRIBE_SECONDS of the failure
+        assert client.get(URL).status_code == 200
+    monkeypatch.setattr(tokenauth.watcher, "_retry_at", 0.0)
+    with django_assert_num_queries(1):  # subscribed again: memory starts empty, so one read
+        assert client.get(URL).status_code == 200
+    with django_assert_num_queries(0):
+        assert client.get(URL).status_code == 200
+
+
+def test_a_remembered_user_is_a_new_object_for_every_request(api_user) -> None:
+    user, token = api_user
+    client = _client(token.key)
+    first = client.get(URL).wsgi_request.user
+    second, third = client.get(URL).wsgi_request.user, client.get(URL).wsgi_request.user
+    assert second is not third and second._state is not third._state
+    assert (second.pk, second.username, second.is_active, second.password) == (
+        user.pk,
+        user.username,
+        user.is_active,
+        user.password,
+    )
+    assert first.pk == second.pk and second._state.adding is False and second._state.db == "default"
+    second.marker = True  # anything one request sets on its user
+    assert not hasattr(third, "marker")
+    assert list(second.groups.values_list("name", flat=True)) == ["requesters"]
