@@ -106,24 +106,38 @@ def approve_all(port: int, token: str, ipr_ids: list[int], *, connections: int) 
     }
 
 
-def interleaved(ports: dict[str, int], path: str, token: str, *, pairs: int) -> dict[str, Any]:
-    """Latency in ms of `pairs` GET requests per server, sent one to each server in turn (order alternating), after
-    200 warm-up requests each; "errors" counts non-200 answers per server."""
+def interleaved(
+    ports: dict[str, int], path: str, token: str, *, pairs: int, groups: list[list[str]] | None = None, rounds: int = 10
+) -> dict[str, Any]:
+    """Latency in ms of `pairs` GET requests per server, sent one to each server of a group in turn (the order
+    alternating), after 200 warm-up requests each; "errors" counts non-200 answers per server.
+
+    With `groups`, the groups take turns in `rounds` blocks of pairs/rounds requests per server: only the servers of
+    one group alternate at a time, and every group sees every part of the run (the machine's speed drifts)."""
     conns = {name: http.client.HTTPConnection("127.0.0.1", port, timeout=30) for name, port in ports.items()}
     headers = {"Authorization": f"Token {token}"}
     found: dict[str, Any] = {name: [] for name in ports}
     found["errors"] = dict.fromkeys(ports, 0)
-    names = list(ports)
-    for i in range(200 + pairs):
-        for name in names if i % 2 == 0 else names[::-1]:
-            started = time.perf_counter()
-            conns[name].request("GET", path, headers=headers)
-            response = conns[name].getresponse()
-            response.read()
-            elapsed = (time.perf_counter() - started) * 1000
-            if i >= 200:
-                found[name].append(elapsed)
-                found["errors"][name] += response.status != 200
+    groups = groups or [list(ports)]
+    rounds = max(1, min(rounds, pairs))
+
+    def send(names: list[str], count: int, *, measured: bool) -> None:
+        for i in range(count):
+            for name in names if i % 2 == 0 else names[::-1]:
+                started = time.perf_counter()
+                conns[name].request("GET", path, headers=headers)
+                response = conns[name].getresponse()
+                response.read()
+                elapsed = (time.perf_counter() - started) * 1000
+                if measured:
+                    found[name].append(elapsed)
+                    found["errors"][name] += response.status != 200
+
+    for names in groups:
+        send(names, 200, measured=False)
+    for round_ in range(rounds):
+        for names in groups:
+            send(names, pairs // rounds + (1 if round_ < pairs % rounds else 0), measured=True)
     for conn in conns.values():
         conn.close()
     return found
@@ -215,7 +229,9 @@ def main() -> int:
         # 0.6 ms), so only requests measured side by side can resolve it. Several servers per configuration: two
         # daphnes with identical settings differed by up to 0.33 ms in their medians (where each process lands), so
         # one of each would measure that as well.
-        latencies = interleaved({name: server.port for name, server in servers.items()}, path, admin, pairs=args.pairs)
+        groups = [[f"{config}#{i + 1}" for config in ("full", "counted", "bare")] for i in range(args.instances)]
+        ports = {name: server.port for name, server in servers.items()}
+        latencies = interleaved(ports, path, admin, pairs=args.pairs, groups=groups)
         configs = ("full", "counted", "bare")
         pooled = {c: [ms for name in servers if name.startswith(c + "#") for ms in latencies[name]] for c in configs}
         instance_medians = {
