@@ -9,10 +9,10 @@ The epoch is a counter in Redis. Every save or delete of a token or a user incre
 when its transaction commits, and publishes the new value on a Redis channel of the same name (one script: INCR +
 PUBLISH). Each process subscribes to that channel (:class:`EpochWatcher`) and, before answering a token from memory,
 reads whatever the subscription has received without waiting for it (a non-blocking poll of its socket, no round
-trip). Redis writes a publication to its subscribers in the same pass of its event loop in which it answers the
-publisher, so by the time the changing request has committed and answered its client, the new epoch is in every
-subscribed process's socket buffer, and the next request anywhere sees it. A remembered entry counts only under the
-epoch it was read at.
+trip). Redis queues a publication for its subscribers before it answers the publisher and writes both out in the same
+pass of its event loop, microseconds apart, while the changing request still has to finish and answer its client:
+so the new epoch is in every subscribed process's socket buffer before that client can send its next request, and
+that request sees it wherever it lands. A remembered entry counts only under the epoch it was read at.
 
 Whenever the subscription is not known to be live (Redis down, the connection lost, not yet subscribed), nothing is
 taken from memory: every request goes to the database, as DRF's does, and a new subscription starts by forgetting
@@ -115,10 +115,10 @@ class EpochWatcher:
     :meth:`current` polls the subscription's socket without waiting (no round trip; one poll(2) call when nothing
     arrived, redis-py's reader only when something did, drained each time so that redis-py's own buffer is empty
     whenever the socket has nothing) and returns the newest epoch it has, or None whenever the subscription is not
-    known to be live. The subscription is made on first use (and anew
-    after a fork, or a change of the Redis location or key prefix): subscribe, wait for Redis to confirm it, then
-    read the epoch, so that no increment can fall between the read and the subscription. Any error closes it; the
-    next attempt comes RESUBSCRIBE_SECONDS later, and until then callers get None.
+    known to be live. The subscription is made on first use (and anew after a fork, or a change of the Redis location
+    or key prefix): subscribe, wait for Redis to confirm it, then read the epoch, so that no increment can fall
+    between the read and the subscription. Any error closes it; the next attempt comes RESUBSCRIBE_SECONDS later, and
+    until then callers get None.
     """
 
     def __init__(self) -> None:
@@ -167,9 +167,10 @@ class EpochWatcher:
             pubsub.connection.register_connect_callback(self._on_connect)
             self._connects = 1
             deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
-            while (message := pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))) is None or message[
-                "type"
-            ] != "subscribe":
+            while True:
+                message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+                if message is not None and message["type"] == "subscribe":
+                    break
                 if time.monotonic() >= deadline:
                     raise redis.exceptions.TimeoutError("Redis did not confirm the auth epoch subscription")
             value = _watch_client(location).get(channel)
@@ -198,12 +199,6 @@ class EpochWatcher:
                 pubsub.close()
             except (redis.exceptions.RedisError, OSError):
                 logger.debug("closing the auth epoch subscription failed", exc_info=True)
-
-    def reset(self) -> None:
-        """Drop the subscription and any failure backoff (tests; the next call subscribes again at once)."""
-        with self._lock:
-            self._close()
-            self._failed = None
 
 
 watcher = EpochWatcher()
