@@ -174,15 +174,17 @@ class EpochWatcher:
                 if time.monotonic() >= deadline:
                     raise redis.exceptions.TimeoutError("Redis did not confirm the auth epoch subscription")
             value = _watch_client(location).get(channel)
+            sock = getattr(pubsub.connection, "_sock", None)  # redis-py's socket, to poll without its reader
+            if sock is None:
+                raise redis.exceptions.ConnectionError("the subscription's socket cannot be polled")
+            poll = _poller(sock)
         except (redis.exceptions.RedisError, OSError):
             logger.warning("auth epoch unreadable: tokens are checked against the database", exc_info=True)
             self._pubsub = pubsub
             self._fail(target)
             return
         forget_all()  # anything remembered before may predate a change this process did not hear of
-        self._poll = select.poll()
-        self._poll.register(pubsub.connection._sock, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
-        self._pubsub, self._target, self._failed = pubsub, target, None
+        self._poll, self._pubsub, self._target, self._failed = poll, pubsub, target, None
         self._value = value if isinstance(value, bytes) else b""
 
     def _on_connect(self, connection: Any) -> None:
@@ -220,6 +222,13 @@ def current_epoch() -> bytes | None:
 def _location() -> str:
     location = settings.CACHES[settings.RATELIMIT_USE_CACHE]["LOCATION"]
     return str(location[0] if isinstance(location, list | tuple) else location)
+
+
+def _poller(sock: Any) -> Any:
+    """A poll(2) set on the subscription's socket: data, an error or a hang-up all make it ready."""
+    poll = select.poll()
+    poll.register(sock, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
+    return poll
 
 
 @lru_cache(maxsize=8)

@@ -138,3 +138,20 @@ def test_a_remembered_user_is_a_new_object_for_every_request(api_user) -> None:
     second.marker = True  # anything one request sets on its user
     assert not hasattr(third, "marker")
     assert list(second.groups.values_list("name", flat=True)) == ["requesters"]
+
+
+def test_a_subscription_that_cannot_be_polled_sends_requests_to_the_database(
+    api_user, monkeypatch, django_assert_num_queries
+) -> None:
+    _user, token = api_user
+    client = _client(token.key)
+
+    def no_poll(sock: object) -> None:
+        raise OSError("poll(2) unavailable")
+
+    tokenauth.watcher._close()  # the next request subscribes again, and cannot set up its poll
+    monkeypatch.setattr(tokenauth, "_poller", no_poll)
+    for _ in range(2):
+        with django_assert_num_queries(1):  # DRF's own token query, and no 500
+            assert client.get(URL).status_code == 200
+    assert tokenauth.current_epoch() is None
