@@ -239,6 +239,26 @@ class SimulatorEngine(Engine):
             )
             return cursor.fetchone() is not None
 
+    def _unsaved(
+        self, resource: Mapping[str, Any], ctx: EngineContext, instance: int, object_id: str, outputs: dict
+    ) -> SimulatedObject:
+        """A new, running object for one instance of `resource` (not yet saved)."""
+        return SimulatedObject(
+            cluster=self.cluster,
+            object_id=object_id,
+            environment=ctx.environment,
+            resource_name=str(resource["name"]),
+            instance=instance,
+            kind=resource["type"],
+            deployment_id=ctx.deployment_id,
+            labels=L.managed_labels(
+                environment=ctx.environment, resource=resource, deployment_id=ctx.deployment_id, instance=instance
+            ),
+            spec=dict(resource),
+            status="running",
+            outputs=outputs,
+        )
+
     def _create_fresh(self, resource: Mapping[str, Any], ctx: EngineContext) -> list[SimulatedObject] | None:
         """The usual create, where nothing of the resource exists yet: every instance inserted in one statement.
         None (nothing written) when something labelled with it exists, a retry's or a resumed run's: `_converge`
@@ -246,24 +266,7 @@ class SimulatorEngine(Engine):
         name, count = str(resource["name"]), instance_count(resource)
         ids = [self._new_id(ctx, name, i) for i in range(count)]
         outputs = self._outputs(resource, ids, ctx)
-        objs = [
-            SimulatedObject(
-                cluster=self.cluster,
-                object_id=ids[i],
-                environment=ctx.environment,
-                resource_name=name,
-                instance=i,
-                kind=resource["type"],
-                deployment_id=ctx.deployment_id,
-                labels=L.managed_labels(
-                    environment=ctx.environment, resource=resource, deployment_id=ctx.deployment_id, instance=i
-                ),
-                spec=dict(resource),
-                status="running",
-                outputs=outputs,
-            )
-            for i in range(count)
-        ]
+        objs = [self._unsaved(resource, ctx, i, ids[i], outputs) for i in range(count)]
         try:
             with transaction.atomic():
                 SimulatedObject.objects.bulk_create(objs)  # the unique slot constraint refuses a taken instance
@@ -289,25 +292,11 @@ class SimulatorEngine(Engine):
             objs = []
             for i in range(count):
                 obj = existing.get(i)
-                labels = L.managed_labels(
-                    environment=ctx.environment, resource=resource, deployment_id=ctx.deployment_id, instance=i
-                )
                 if obj is None:
                     try:
                         with transaction.atomic():
-                            obj = SimulatedObject.objects.create(
-                                cluster=self.cluster,
-                                object_id=ids[i],
-                                environment=ctx.environment,
-                                resource_name=name,
-                                instance=i,
-                                kind=resource["type"],
-                                deployment_id=ctx.deployment_id,
-                                labels=labels,
-                                spec=dict(resource),
-                                status="running",
-                                outputs=outputs,
-                            )
+                            obj = self._unsaved(resource, ctx, i, ids[i], outputs)
+                            obj.save(force_insert=True)
                     except IntegrityError:
                         # Another worker made this slot between our read and our insert: adopt it.
                         obj = self._objects(ctx, name).get(instance=i)
@@ -319,7 +308,9 @@ class SimulatorEngine(Engine):
                     if obj.labels.get(L.SPEC_HASH) != wanted or obj.kind != resource["type"]:
                         obj.kind = resource["type"]
                         obj.spec = dict(resource)
-                        obj.labels = labels
+                        obj.labels = L.managed_labels(
+                            environment=ctx.environment, resource=resource, deployment_id=ctx.deployment_id, instance=i
+                        )
                         obj.deployment_id = ctx.deployment_id
                         fields = ["kind", "spec", "labels", "deployment_id"]
                         changed = True
